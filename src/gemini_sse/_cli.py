@@ -1,0 +1,42 @@
+"""The `gemini-sse` command: `serve` runs the gateway."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+
+def _serve(args: argparse.Namespace) -> int:
+    try:
+        from .server.serve import serve
+        from .server.settings import Settings
+    except ImportError as exc:  # the client-only install
+        print(
+            f"gemini-sse serve needs the server extra: pip install 'gemini-sse[server]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
+    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    serve(Settings(**overrides))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gemini-sse", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    serve = commands.add_parser("serve", help="run the gateway (settings from GEMINI_SSE_*)")
+    serve.add_argument("--host", help="address to listen on (GEMINI_SSE_HOST)")
+    serve.add_argument("--port", type=int, help="port to listen on (GEMINI_SSE_PORT)")
+    serve.set_defaults(run=_serve)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

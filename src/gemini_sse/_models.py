@@ -1,0 +1,222 @@
+"""The wire vocabulary shared by the gateway and the client.
+
+Everything that crosses the network is defined here once: the request body, the four
+event types of a stream, and the error body. The server encodes these models, the client
+decodes into them; `docs/protocol.md` describes the same shapes in prose.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorCode(StrEnum):
+    """Stable error codes: the same in HTTP error bodies and in `error` events.
+
+    Codes are only ever added, never renamed.
+    """
+
+    # Upstream (the model provider) failed.
+    RATE_LIMITED = "rate_limited"
+    UPSTREAM_UNAVAILABLE = "upstream_unavailable"
+    BAD_REQUEST = "bad_request"
+    UPSTREAM_AUTH = "upstream_auth"
+    TIMEOUT = "timeout"
+    CONTENT_BLOCKED = "content_blocked"
+    UPSTREAM_DISCONNECTED = "upstream_disconnected"
+    # The gateway itself.
+    OVERLOADED = "overloaded"
+    SHUTTING_DOWN = "shutting_down"
+    INTERNAL = "internal"
+    INVALID_REQUEST = "invalid_request"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    MODEL_NOT_ALLOWED = "model_not_allowed"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    CANCELLED = "cancelled"
+    GENERATION_LOST = "generation_lost"
+
+
+class _Model(BaseModel):
+    # Fields a newer gateway adds must not break an older client: ignore what we don't know.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+
+class _Input(BaseModel):
+    # A misspelt option must not be silently dropped: reject what we don't know.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Usage(_Model):
+    """Token counts reported by the model for one generation."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    total_tokens: int = 0
+
+
+class ErrorInfo(_Model):
+    """What went wrong: the body of an `error` event and of an HTTP error."""
+
+    code: ErrorCode | str
+    message: str
+    retryable: bool = False
+    retry_after: float | None = None
+    request_id: str | None = None
+
+
+class ErrorBody(_Model):
+    """The JSON body of every HTTP error the gateway sends before a stream starts."""
+
+    error: ErrorInfo
+
+
+# --- events -----------------------------------------------------------------------------
+#
+# `event` names the SSE event type and `id` is the SSE `id:` field. Neither is part of the
+# JSON `data:` payload: `DATA_EXCLUDE` leaves them out when encoding.
+
+DATA_EXCLUDE: set[str] = {"event", "id"}
+
+
+class TokenEvent(_Model):
+    """A piece of answer text, in the order the model produced it."""
+
+    event: Literal["token"] = "token"
+    id: int | None = None
+    text: str
+
+
+class SeparatorEvent(_Model):
+    """The boundary after one upstream model chunk (`index` counts from 0)."""
+
+    event: Literal["separator"] = "separator"
+    id: int | None = None
+    index: int
+
+
+class DoneEvent(_Model):
+    """The stream finished normally; always the last event of a successful stream."""
+
+    event: Literal["done"] = "done"
+    id: int | None = None
+    finish_reason: str
+    usage: Usage | None = None
+    model: str
+    chunks: int
+    ttft_ms: float | None = None
+    duration_ms: float
+
+
+class ErrorEvent(_Model):
+    """The stream failed; always the last event of a failed stream."""
+
+    event: Literal["error"] = "error"
+    id: int | None = None
+    code: ErrorCode | str
+    message: str
+    retryable: bool = False
+    retry_after: float | None = None
+    request_id: str | None = None
+    usage: Usage | None = None
+
+    @property
+    def info(self) -> ErrorInfo:
+        return ErrorInfo(
+            code=self.code,
+            message=self.message,
+            retryable=self.retryable,
+            retry_after=self.retry_after,
+            request_id=self.request_id,
+        )
+
+
+Event = Annotated[
+    TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent, Field(discriminator="event")
+]
+TerminalEvent = DoneEvent | ErrorEvent
+
+EVENT_TYPES: dict[str, type[TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent]] = {
+    "token": TokenEvent,
+    "separator": SeparatorEvent,
+    "done": DoneEvent,
+    "error": ErrorEvent,
+}
+
+
+def event_data(event: TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent) -> str:
+    """The JSON `data:` payload of an event: compact, `None` fields left out.
+
+    Non-ASCII is escaped, so U+2028, U+2029 and CR inside text survive every SSE reader.
+    """
+    return event.model_dump_json(exclude=DATA_EXCLUDE, exclude_none=True, ensure_ascii=True)
+
+
+def parse_event(
+    name: str, data: str, id: int | None = None
+) -> TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent:
+    """Build the typed event for one SSE event type and JSON payload.
+
+    Raises `KeyError` for an unknown event type and `pydantic.ValidationError` for a
+    payload that does not match it.
+    """
+    return EVENT_TYPES[name].model_validate_json(data).model_copy(update={"id": id})
+
+
+# --- requests ---------------------------------------------------------------------------
+
+
+class ChatMessage(_Input):
+    """One turn of a conversation."""
+
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+Fault = Literal[
+    "rate_limit",
+    "unavailable",
+    "bad_request",
+    "permission_denied",
+    "drop",
+    "hang",
+    "safety",
+    "empty",
+]
+
+
+class SimulationOptions(_Input):
+    """Per-request behaviour of the simulated model (accepted only while it serves)."""
+
+    fault: Fault | None = None
+    fail_after: int | None = Field(default=None, ge=0)
+    chunks: int | None = Field(default=None, ge=0, le=100_000)
+    delay_ms: float | None = Field(default=None, ge=0, le=60_000)
+    first_delay_ms: float | None = Field(default=None, ge=0, le=600_000)
+
+
+class StreamRequest(_Input):
+    """The body of `POST /v1/stream`: a conversation and generation options.
+
+    `message` is the one-turn shorthand for `messages=[{"role": "user", ...}]`.
+    """
+
+    messages: list[ChatMessage] | None = None
+    message: str | None = None
+    model: str | None = None
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_output_tokens: int | None = Field(default=None, ge=1)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    stop: list[str] | None = Field(default=None, max_length=16)
+    separators: bool | None = None
+    simulation: SimulationOptions | None = None
+
+    def conversation(self) -> list[ChatMessage]:
+        """The messages to send to the model, with the shorthand expanded."""
+        turns = list(self.messages or ())
+        if self.message is not None:
+            turns.append(ChatMessage(role="user", content=self.message))
+        return turns

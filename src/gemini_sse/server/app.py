@@ -1,0 +1,157 @@
+"""`create_app(settings)`: the gateway as an ASGI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .._exceptions import RequestRejected
+from .._models import ErrorCode, ErrorInfo
+from .gateway import Gateway
+from .providers import Provider, create_provider
+from .routes import router
+from .settings import Settings
+
+
+def error_response(
+    status_code: int, info: ErrorInfo, request_id: str | None = None
+) -> JSONResponse:
+    """The JSON error body every route answers with before a stream starts."""
+    if request_id and info.request_id is None:
+        info = info.model_copy(update={"request_id": request_id})
+    headers = {}
+    if info.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(info.retry_after)))
+    body = {"error": info.model_dump(mode="json", exclude_none=True)}
+    return JSONResponse(body, status_code=status_code, headers=headers)
+
+
+def _request_id(request: Request) -> str | None:
+    value = request.scope.get("state", {}).get("request_id")
+    return value if isinstance(value, str) else None
+
+
+class RequestContext:
+    """Give each request an id (the client's `X-Request-ID`, or a new one) and cap its body.
+
+    Pure ASGI so that it never buffers a streaming response. The body limit applies to
+    the declared `Content-Length` and to the bytes actually received.
+    """
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+        self.app = app
+        self.max_body_bytes = max_body_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        given = headers.get(b"x-request-id", b"").decode("latin-1")
+        request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        limit = self.max_body_bytes
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                names = {name.lower() for name, _ in message["headers"]}
+                if b"x-request-id" not in names:
+                    message["headers"] = [
+                        *message["headers"],
+                        (b"x-request-id", request_id.encode()),
+                    ]
+            await send(message)
+
+        declared = headers.get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _too_large(limit, request_id)(scope, receive, send_with_id)
+            return
+
+        received = 0
+
+        async def receive_capped() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    # FastAPI lets an HTTPException from body reading through to the
+                    # handlers (anything else becomes a generic 400).
+                    raise HTTPException(413, f"The body may be at most {limit} bytes.")
+            return message
+
+        await self.app(scope, receive_capped, send_with_id)
+
+
+def _too_large(limit: int, request_id: str) -> JSONResponse:
+    info = ErrorInfo(
+        code=ErrorCode.PAYLOAD_TOO_LARGE, message=f"The body may be at most {limit} bytes."
+    )
+    return error_response(413, info, request_id)
+
+
+def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> FastAPI:
+    """Build the gateway. `provider` overrides the one the settings name (tests)."""
+    settings = settings or Settings()
+    gateway = Gateway(settings, provider or create_provider(settings))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        watcher = asyncio.create_task(gateway.watch_shutdown())
+        try:
+            yield
+        finally:
+            watcher.cancel()
+            await gateway.provider.aclose()
+
+    app = FastAPI(
+        title="gemini-sse",
+        summary="Streams LLM answers as typed server-sent events.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.gateway = gateway
+    app.include_router(router)
+
+    @app.exception_handler(RequestRejected)
+    async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
+        return error_response(exc.status_code, exc.info, _request_id(request))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
+            for e in exc.errors()[:5]
+        )
+        info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=problems or "Invalid request.")
+        return error_response(422, info, _request_id(request))
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        code = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}.get(
+            exc.status_code, ErrorCode.INVALID_REQUEST
+        )
+        info = ErrorInfo(code=code, message=str(exc.detail))
+        return error_response(exc.status_code, info, _request_id(request))
+
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_credentials=True,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Retry-After"],
+        )
+    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
+    return app

@@ -1,0 +1,39 @@
+"""Wire encodings of the pipeline's events: our typed SSE today.
+
+An encoder is a pure function from (event id, event) to the bytes of one SSE message.
+Other wire formats (an OpenAI-compatible stream, say) are other encoders over the same
+events; the pipeline and providers do not change for them.
+
+Event stream format: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
+"""
+
+from __future__ import annotations
+
+import json
+
+from .._models import ErrorEvent, SeparatorEvent, TokenEvent, event_data
+from .pipeline import PipelineEvent
+
+# Tokens are most of the traffic: encode them without going through pydantic. The output
+# is byte-for-byte what `event_data` gives (a test holds the two together). json.dumps
+# escapes non-ASCII by default, so U+2028/U+2029 and CR in text cannot split a line.
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+def encode_sse(event_id: int, event: PipelineEvent, *, retry_ms: int | None = None) -> bytes:
+    """One SSE message: `id:`, `event:`, optional `retry:`, one `data:` line."""
+    if type(event) is TokenEvent:
+        data = '{"text":' + _dumps(event.text) + "}"
+    elif type(event) is SeparatorEvent:
+        data = f'{{"index":{event.index}}}'
+    else:
+        data = event_data(event)
+    retry = f"retry: {retry_ms}\n" if retry_ms is not None else ""
+    return f"id: {event_id}\nevent: {event.event}\n{retry}data: {data}\n\n".encode()
+
+
+def retry_hint(event: PipelineEvent, retry_ms: int) -> int | None:
+    """The `retry:` hint worth sending with `event`: only with retryable errors."""
+    if isinstance(event, ErrorEvent) and event.retryable:
+        return retry_ms
+    return None

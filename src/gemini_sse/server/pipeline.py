@@ -1,0 +1,236 @@
+"""One generation, from provider chunks to internal events.
+
+`Generation.events()` drives a provider and yields the shared event models without ids
+(the wire encoder numbers them): `TokenEvent` per text delta, `SeparatorEvent` after each
+upstream chunk that carried text, and exactly one terminal event, `DoneEvent` or
+`ErrorEvent`, whatever happens upstream. It owns the stream's clock: first-token, idle
+and total timeouts, interruption (shutdown, cancel), and the retry of retryable upstream
+errors before the first chunk.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from langchain_core.messages import AIMessageChunk
+
+from .._models import (
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    ErrorInfo,
+    SeparatorEvent,
+    TokenEvent,
+    Usage,
+)
+from .providers import ModelRequest, Provider
+from .upstream import map_upstream_error
+
+logger = logging.getLogger("gemini_sse.pipeline")
+
+PipelineEvent = TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent
+
+# Finish reasons that mean the answer was withheld, not finished (Gemini and OpenAI names).
+_BLOCKED = frozenset(
+    {
+        "safety",
+        "prohibited_content",
+        "blocklist",
+        "spii",
+        "recitation",
+        "content_filter",
+        "image_safety",
+        "language",
+    }
+)
+# Provider finish reasons to the few values clients see in `done`.
+_FINISH = {"stop": "stop", "max_tokens": "length", "length": "length", "end_turn": "stop"}
+
+
+@dataclass(frozen=True, slots=True)
+class Timeouts:
+    """How long a generation may take (seconds)."""
+
+    first_token: float
+    idle: float
+    total: float
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Retries of retryable upstream errors, only before anything reached the client."""
+
+    attempts: int = 0
+    budget_s: float = 0.0
+    base_delay_s: float = 0.25
+
+
+class Generation:
+    """One run of the model for one request; iterate `events()` once."""
+
+    def __init__(
+        self,
+        provider: Provider,
+        request: ModelRequest,
+        timeouts: Timeouts,
+        *,
+        separators: bool = True,
+        retry: RetryPolicy = RetryPolicy(),
+        request_id: str | None = None,
+    ) -> None:
+        self.provider = provider
+        self.request = request
+        self.timeouts = timeouts
+        self.separators = separators
+        self.retry = retry
+        self.request_id = request_id
+        # Filled in as the stream runs; read by routes, logs and metrics.
+        self.chunks = 0
+        self.output_chars = 0
+        self.usage: Usage | None = None
+        self.ttft_s: float | None = None
+        self.outcome: str | None = None  # "done", an error code, or "client_disconnect"
+        self._interrupt: ErrorInfo | None = None
+        self._timeout: asyncio.Timeout | None = None
+        self._waiting_upstream = False
+
+    def interrupt(self, info: ErrorInfo) -> None:
+        """End the generation early with `info` as its `error` event (shutdown, cancel).
+
+        Safe to call from any task on the loop; the upstream call is cancelled at once
+        if the generation is waiting for it.
+        """
+        if self._interrupt is not None or self.outcome is not None:
+            return
+        self._interrupt = info
+        if self._timeout is not None and self._waiting_upstream:
+            self._timeout.reschedule(asyncio.get_running_loop().time())
+
+    async def events(self) -> AsyncIterator[PipelineEvent]:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        total_deadline = started + self.timeouts.total
+        finish_reason: str | None = None
+        attempt = 0
+        try:
+            while True:
+                retry_in: float | None = None
+                stream = self.provider.astream(self.request)
+                # Retries happen only before the first text, so the first-token clock holds.
+                deadline = min(started + self.timeouts.first_token, total_deadline)
+                try:
+                    async with asyncio.timeout_at(deadline) as timeout:
+                        self._timeout = timeout
+                        while self._interrupt is None:
+                            self._waiting_upstream = True
+                            try:
+                                chunk: AIMessageChunk = await anext(stream)
+                            except StopAsyncIteration:
+                                break
+                            finally:
+                                self._waiting_upstream = False
+                            # The clock stops while the client is being served.
+                            timeout.reschedule(None)
+                            if reason := chunk.response_metadata.get("finish_reason"):
+                                finish_reason = str(reason)
+                            if usage := chunk.usage_metadata:
+                                self.usage = Usage(
+                                    input_tokens=usage.get("input_tokens", 0),
+                                    output_tokens=usage.get("output_tokens", 0),
+                                    total_tokens=usage.get("total_tokens", 0),
+                                )
+                            if text := chunk.text:
+                                if self.ttft_s is None:
+                                    self.ttft_s = loop.time() - started
+                                yield TokenEvent(text=text)
+                                self.output_chars += len(text)
+                                if self.separators:
+                                    yield SeparatorEvent(index=self.chunks)
+                                self.chunks += 1
+                            timeout.reschedule(
+                                min(loop.time() + self.timeouts.idle, total_deadline)
+                            )
+                except TimeoutError:
+                    if self._interrupt is None:
+                        yield self._error(self._timeout_info(loop.time() >= total_deadline))
+                        return
+                except Exception as exc:
+                    info = map_upstream_error(exc, after_text=self.ttft_s is not None)
+                    retry_in = self._retry_delay(info, attempt, loop.time() - started)
+                    if retry_in is None:
+                        yield self._error(info)
+                        return
+                finally:
+                    self._timeout = None
+                    await stream.aclose()  # type: ignore[attr-defined]
+                if retry_in is None:
+                    break
+                attempt += 1
+                logger.info(
+                    "upstream failed before the first chunk; retry %d in %.2fs", attempt, retry_in
+                )
+                await asyncio.sleep(retry_in)
+
+            if self._interrupt is not None:
+                yield self._error(self._interrupt)
+            else:
+                yield self._finish(finish_reason, loop.time() - started)
+        except (asyncio.CancelledError, GeneratorExit):
+            if self.outcome is None:
+                self.outcome = "client_disconnect"
+            raise
+
+    def _timeout_info(self, total_exceeded: bool) -> ErrorInfo:
+        if total_exceeded:
+            message = "The answer took longer than the gateway allows."
+        elif self.ttft_s is None:
+            message = "The model did not start answering in time."
+        else:
+            message = "The model stopped sending for too long."
+        return ErrorInfo(code=ErrorCode.TIMEOUT, message=message, retryable=True)
+
+    def _retry_delay(self, info: ErrorInfo, attempt: int, elapsed: float) -> float | None:
+        """Seconds to wait before trying again, or None to give up."""
+        if self.ttft_s is not None or not info.retryable or attempt >= self.retry.attempts:
+            return None
+        if info.code not in (ErrorCode.RATE_LIMITED, ErrorCode.UPSTREAM_UNAVAILABLE):
+            return None
+        delay = info.retry_after or self.retry.base_delay_s * 2**attempt
+        delay *= random.uniform(0.8, 1.2)
+        if elapsed + delay > min(self.retry.budget_s, self.timeouts.first_token):
+            return None
+        return delay
+
+    def _finish(self, finish_reason: str | None, elapsed: float) -> PipelineEvent:
+        reason = (finish_reason or "").lower().removeprefix("finish_reason_")
+        if reason in _BLOCKED or self.ttft_s is None:
+            why = (
+                "The model's safety filters withheld the answer."
+                if reason in _BLOCKED
+                else ("The model returned no text; the prompt may have been blocked.")
+            )
+            return self._error(ErrorInfo(code=ErrorCode.CONTENT_BLOCKED, message=why))
+        self.outcome = "done"
+        return DoneEvent(
+            finish_reason=_FINISH.get(reason, reason or "stop"),
+            usage=self.usage,
+            model=self.request.model,
+            chunks=self.chunks,
+            ttft_ms=None if self.ttft_s is None else round(self.ttft_s * 1000, 1),
+            duration_ms=round(elapsed * 1000, 1),
+        )
+
+    def _error(self, info: ErrorInfo) -> ErrorEvent:
+        self.outcome = str(info.code)
+        return ErrorEvent(
+            code=info.code,
+            message=info.message,
+            retryable=info.retryable,
+            retry_after=info.retry_after,
+            request_id=self.request_id or info.request_id,
+            usage=self.usage,
+        )

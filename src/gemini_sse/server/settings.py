@@ -1,0 +1,109 @@
+"""Gateway configuration: read once from `GEMINI_SSE_*` variables (and `.env`), then passed in.
+
+The variable names are a public interface: operators' scripts set them. Never rename one.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .._models import Fault
+
+ProviderName = Literal["auto", "fake", "vertex", "genai", "openai"]
+
+
+def _split_commas(value: object) -> object:
+    """Lists come as `a,b,c` in the environment (a JSON list also works)."""
+    if isinstance(value, str):
+        stripped = value.strip()
+        if stripped.startswith("["):
+            import json
+
+            return json.loads(stripped)
+        return [item.strip() for item in stripped.split(",") if item.strip()]
+    return value
+
+
+CommaList = Annotated[list[str], NoDecode]
+
+
+class Settings(BaseSettings):
+    """Everything the gateway can be told, with defaults for local use."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GEMINI_SSE_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    # --- serving ------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    log_level: str = "info"
+
+    # --- which model ----------------------------------------------------------------------
+    provider: ProviderName = "auto"
+    model: str = "gemini-2.5-flash"
+    # Models a request may ask for; `model` is always allowed. Empty: only `model`.
+    models: CommaList = Field(default_factory=list)
+
+    # --- streams --------------------------------------------------------------------------
+    first_token_timeout_s: float = Field(default=30.0, gt=0)
+    idle_timeout_s: float = Field(default=30.0, gt=0)
+    total_timeout_s: float = Field(default=300.0, gt=0)
+    max_streams: int = Field(default=1000, ge=1)
+    heartbeat_s: float = Field(default=15.0, ge=0)
+    separators: bool = True
+    # A client that stops reading is dropped after this long blocked on one send.
+    send_timeout_s: float = Field(default=30.0, gt=0)
+    # On SIGTERM: streams get a `shutting_down` event, then this long to finish.
+    drain_s: float = Field(default=5.0, ge=0)
+    # `retry:` hint (milliseconds) sent with `shutting_down`.
+    retry_hint_ms: int = Field(default=1000, ge=0)
+
+    # --- request limits -------------------------------------------------------------------
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    max_messages: int = Field(default=100, ge=1)
+    max_message_chars: int = Field(default=100_000, ge=1)
+    max_total_chars: int = Field(default=400_000, ge=1)
+    max_output_tokens: int = Field(default=8192, ge=1)
+
+    # --- browsers -------------------------------------------------------------------------
+    cors_origins: CommaList = Field(default_factory=list)
+
+    # --- the simulated model (provider `fake`) --------------------------------------------
+    fake_chunks: int = Field(default=20, ge=0)
+    fake_chunk_chars: int = Field(default=12, ge=1)
+    fake_delay_ms: float = Field(default=20.0, ge=0)
+    fake_first_delay_ms: float = Field(default=100.0, ge=0)
+    fake_jitter_ms: float = Field(default=0.0, ge=0)
+    fake_fault: Fault | None = None
+    fake_fail_after: int = Field(default=0, ge=0)
+
+    # --- Vertex AI (provider `vertex`) ------------------------------------------------------
+    vertex_project: str | None = None
+    vertex_location: str = "us-central1"
+    vertex_base_url: str | None = None
+    vertex_transport: str | None = None
+
+    # --- Gemini API / Vertex through google-genai (provider `genai`) ------------------------
+    genai_base_url: str | None = None
+    genai_api_key: str | None = None
+
+    # --- OpenAI-compatible servers (provider `openai`) --------------------------------------
+    openai_base_url: str | None = None
+    openai_api_key: str | None = None
+
+    # --- the gateway's own retry of upstream errors before the first chunk ----------------
+    upstream_retries: int = Field(default=2, ge=0)
+    upstream_retry_budget_s: float = Field(default=10.0, ge=0)
+
+    @field_validator("models", "cors_origins", mode="before")
+    @classmethod
+    def _lists(cls, value: object) -> object:
+        return _split_commas(value)
+
+    def allowed_models(self) -> list[str]:
+        """The models a request may pick, the default first."""
+        return [self.model, *(m for m in self.models if m != self.model)]
