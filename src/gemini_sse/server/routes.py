@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -51,10 +52,13 @@ _SSE_RESPONSE: dict[int | str, dict[str, object]] = {
 async def _sse_body(gateway: Gateway, generation: Generation) -> AsyncIterator[bytes]:
     retry_ms = gateway.settings.retry_hint_ms
     try:
-        event_id = 0
-        async for event in generation.events():
-            event_id += 1
-            yield encode_sse(event_id, event, retry_ms=retry_hint(event, retry_ms))
+        # aclosing: when the response stops early (disconnect, send timeout), the
+        # pipeline and the provider call under it are closed now, not at garbage collection.
+        async with contextlib.aclosing(generation.events()) as events:
+            event_id = 0
+            async for event in events:
+                event_id += 1
+                yield encode_sse(event_id, event, retry_ms=retry_hint(event, retry_ms))
     finally:
         gateway.finish(generation)
 

@@ -1,0 +1,161 @@
+"""The gateway over a real uvicorn on 127.0.0.1: delivery, disconnects, load, shutdown."""
+
+from __future__ import annotations
+
+import signal
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from .servers import RunningServer, run_process
+from .sse import iter_events, names
+
+
+def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.01)
+    return condition()
+
+
+def test_first_token_arrives_while_the_model_is_still_pausing(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """Incremental: the first token reaches the client long before the last chunk exists."""
+    running = serve(fake_chunks=4, fake_first_delay_ms=10, fake_delay_ms=300)
+    stats = running.gateway.provider.stats  # type: ignore[attr-defined]
+    seen: list[tuple[float, str, bool]] = []
+    with httpx.stream("POST", f"{running.url}/v1/stream", json={"message": "hi"}) as response:
+        for event in iter_events(response.iter_raw()):
+            seen.append((time.monotonic(), event.event, stats.completed == 0))
+    first_token = next(s for s in seen if s[1] == "token")
+    done = seen[-1]
+    assert done[1] == "done"
+    assert first_token[2], "the model had already finished when the first token arrived"
+    # Three more pauses of 300 ms separate the first chunk from the end.
+    assert done[0] - first_token[0] >= 3 * 0.3 * 0.8
+
+
+def test_client_disconnect_cancels_the_upstream_generation(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """When the client goes away mid-answer, the model call is cancelled within a second."""
+    running = serve(fake_chunks=50, fake_first_delay_ms=10, fake_delay_ms=200)
+    stats = running.gateway.provider.stats  # type: ignore[attr-defined]
+    with httpx.stream("POST", f"{running.url}/v1/stream", json={"message": "hi"}) as response:
+        for event in iter_events(response.iter_raw()):
+            if event.event == "token":
+                break
+    closed_at = time.monotonic()
+    assert wait_for(lambda: stats.cancelled == 1, seconds=3)
+    assert time.monotonic() - closed_at < 1.5
+    assert wait_for(lambda: not running.gateway.live)
+    assert stats.completed == 0
+
+
+def test_over_max_streams_new_requests_get_503_and_running_ones_finish(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """At GEMINI_SSE_MAX_STREAMS, a new stream gets 503 + Retry-After; the others are untouched."""
+    running = serve(max_streams=2, fake_chunks=3, fake_first_delay_ms=10, fake_delay_ms=300)
+    url = f"{running.url}/v1/stream"
+    with (
+        httpx.stream("POST", url, json={"message": "one"}) as first,
+        httpx.stream("POST", url, json={"message": "two"}) as second,
+    ):
+        assert wait_for(lambda: len(running.gateway.live) == 2)
+        refused = httpx.post(url, json={"message": "three"})
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"] == "1"
+        error = refused.json()["error"]
+        assert error["code"] == "overloaded"
+        assert error["retryable"] is True
+        for response in (first, second):
+            events = list(iter_events(response.iter_raw()))
+            assert names(events) == ["token", "separator"] * 3 + ["done"]
+    assert wait_for(lambda: not running.gateway.live)
+    assert httpx.post(url, json={"message": "four"}).status_code == 200
+
+
+def test_heartbeat_comments_keep_a_quiet_stream_alive(serve: Callable[..., RunningServer]) -> None:
+    """While the model is silent, `: ping` comments arrive at the heartbeat interval."""
+    running = serve(heartbeat_s=0.1, fake_chunks=1, fake_first_delay_ms=700)
+    with httpx.stream("POST", f"{running.url}/v1/stream", json={"message": "hi"}) as response:
+        body = b"".join(response.iter_raw())
+    assert body.count(b": ping") >= 3
+    assert body.rstrip().split(b"\n\n")[-1].startswith(b"id: 3\nevent: done")
+
+
+def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancelled(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """A reader that never reads cannot make the server buffer without bound (send timeout)."""
+    running = serve(
+        send_timeout_s=0.5,
+        fake_chunks=5000,
+        fake_chunk_chars=4096,
+        fake_delay_ms=0,
+        fake_first_delay_ms=0,
+        total_timeout_s=60,
+    )
+    stats = running.gateway.provider.stats  # type: ignore[attr-defined]
+    port = int(running.url.rsplit(":", 1)[1])
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        body = b'{"message": "flood"}'
+        sock.sendall(
+            b"POST /v1/stream HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        # Never read: the socket buffers fill and every send blocks.
+        assert wait_for(lambda: stats.cancelled == 1, seconds=10)
+        assert wait_for(lambda: not running.gateway.live)
+    assert stats.completed == 0
+
+
+def test_sigterm_ends_streams_with_shutting_down_and_exits(tmp_path: Any) -> None:
+    """On SIGTERM a live stream gets a retryable `shutting_down` event and the process exits."""
+    env = {
+        "GEMINI_SSE_PROVIDER": "fake",
+        "GEMINI_SSE_FAKE_CHUNKS": "1000",
+        "GEMINI_SSE_FAKE_DELAY_MS": "100",
+        "GEMINI_SSE_FAKE_FIRST_DELAY_MS": "10",
+        "GEMINI_SSE_DRAIN_S": "3",
+    }
+    with run_process(env) as (url, proc):
+        with httpx.stream("POST", f"{url}/v1/stream", json={"message": "hi"}) as response:
+            events = []
+            for event in iter_events(response.iter_raw()):
+                events.append(event)
+                if event.event == "token" and len(events) == 1:
+                    proc.send_signal(signal.SIGTERM)
+                    signalled = time.monotonic()
+        ended = time.monotonic()
+        # uvicorn re-raises the signal once it has shut down cleanly.
+        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
+        exited = time.monotonic()
+    last = events[-1]
+    assert last.event == "error"
+    assert last.data["code"] == "shutting_down"
+    assert last.data["retryable"] is True
+    assert last.retry == 1000
+    assert names(events).count("error") == 1
+    assert ended - signalled < 3
+    assert exited - signalled < 8
+
+
+def test_auto_provider_without_google_credentials_serves_the_simulated_model() -> None:
+    """`auto` with no Google project or credentials falls back to `fake`, loudly."""
+    with run_process({"GEMINI_SSE_PROVIDER": "auto"}) as (url, proc):
+        health = httpx.get(f"{url}/healthz").json()
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+        output = proc.stdout.read().decode() if proc.stdout else ""
+    assert health["provider"] == "fake"
+    assert "SIMULATED" in output
