@@ -9,6 +9,7 @@ import pytest
 from gemini_sse.server.app import create_app
 from gemini_sse.server.settings import Settings
 
+from .redis_server import run_redis
 from .servers import RunningServer, run_in_thread
 
 # Variables that would let a developer's shell change what the tests see.
@@ -59,3 +60,10 @@ def serve() -> Iterator[Callable[..., RunningServer]]:
     yield start
     for cm in reversed(stack):
         cm.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real redis-server for the whole session (each test uses its own keys)."""
+    with run_redis(str(tmp_path_factory.mktemp("redis"))) as url:
+        yield url

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     NOT_FOUND = "not_found"
     CANCELLED = "cancelled"
     GENERATION_LOST = "generation_lost"
+    STREAM_LIMIT = "stream_limit"
 
 
 class _Model(BaseModel):

@@ -20,6 +20,8 @@ from .gateway import Gateway
 from .providers import Provider, create_provider
 from .routes import router
 from .settings import Settings
+from .store import MemoryStore, StreamStore
+from .streams import router as streams_router
 
 
 def error_response(
@@ -100,19 +102,49 @@ def _too_large(limit: int, request_id: str) -> JSONResponse:
     return error_response(413, info, request_id)
 
 
+def create_store(settings: Settings) -> StreamStore:
+    """Redis when GEMINI_SSE_REDIS_URL is set, else this process's memory."""
+    if settings.redis_url:
+        from .redis_store import RedisStore
+
+        return RedisStore(
+            settings.redis_url,
+            ttl_s=settings.stream_ttl_s,
+            lease_s=settings.stream_lease_s,
+            retry_ms=settings.retry_hint_ms,
+        )
+    return MemoryStore(ttl_s=settings.stream_ttl_s)
+
+
+async def _sweep(store: StreamStore, ttl_s: float) -> None:
+    """Drop expired in-memory streams that nobody touches any more."""
+    if not isinstance(store, MemoryStore):
+        return
+    while True:
+        await asyncio.sleep(max(1.0, ttl_s / 10))
+        store.sweep()
+
+
 def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> FastAPI:
     """Build the gateway. `provider` overrides the one the settings name (tests)."""
     settings = settings or Settings()
-    gateway = Gateway(settings, provider or create_provider(settings))
+    gateway = Gateway(settings, provider or create_provider(settings), create_store(settings))
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         watcher = asyncio.create_task(gateway.watch_shutdown())
+        sweeper = asyncio.create_task(_sweep(gateway.store, settings.stream_ttl_s))
         try:
             yield
         finally:
+            # Detached producers have no connection for uvicorn to wait on: end them
+            # here, so that their readers get `shutting_down` from the store.
+            gateway.drain()
+            await gateway.wait_background(settings.drain_s)
             watcher.cancel()
+            sweeper.cancel()
             await gateway.provider.aclose()
+            await gateway.store.aclose()
 
     app = FastAPI(
         title="gemini-sse",
@@ -122,6 +154,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     )
     app.state.gateway = gateway
     app.include_router(router)
+    app.include_router(streams_router)
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:

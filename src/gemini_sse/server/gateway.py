@@ -6,7 +6,10 @@ is module-level, so two apps in one process (as in tests) never share anything.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+from collections.abc import Coroutine
+from typing import Any
 
 import anyio
 
@@ -15,6 +18,7 @@ from .._models import ErrorCode, ErrorInfo, StreamRequest
 from .pipeline import Generation, RetryPolicy, Timeouts
 from .providers import ModelRequest, Provider
 from .settings import Settings
+from .store import StreamStore
 
 logger = logging.getLogger("gemini_sse.gateway")
 
@@ -22,10 +26,14 @@ logger = logging.getLogger("gemini_sse.gateway")
 class Gateway:
     """Admits requests, starts generations, and ends them all on shutdown."""
 
-    def __init__(self, settings: Settings, provider: Provider) -> None:
+    def __init__(self, settings: Settings, provider: Provider, store: StreamStore) -> None:
         self.settings = settings
         self.provider = provider
+        self.store = store
         self.live: set[Generation] = set()
+        # Resumable streams produced by this process, by stream id.
+        self.detached: dict[str, Generation] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         # Set by sse-starlette when the server is told to exit (SIGTERM); `drain` then
         # ends every live generation with `shutting_down`.
         self.shutdown_event = anyio.Event()
@@ -128,6 +136,17 @@ class Gateway:
                     "ttft_ms": None if generation.ttft_s is None else generation.ttft_s * 1000,
                 },
             )
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        """Run `work` in the background, holding on to it until it ends."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def wait_background(self, seconds: float) -> None:
+        """Give background work (detached producers) up to `seconds` to end."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=seconds)
 
     # --- shutdown ---------------------------------------------------------------------
 

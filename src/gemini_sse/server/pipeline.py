@@ -13,10 +13,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass
 
 from langchain_core.messages import AIMessageChunk
+from langchain_core.messages.ai import UsageMetadata
 
 from .._models import (
     DoneEvent,
@@ -110,7 +111,7 @@ class Generation:
         if self._timeout is not None and self._waiting_upstream:
             self._timeout.reschedule(asyncio.get_running_loop().time())
 
-    async def events(self) -> AsyncIterator[PipelineEvent]:
+    async def events(self) -> AsyncGenerator[PipelineEvent, None]:
         loop = asyncio.get_running_loop()
         started = loop.time()
         total_deadline = started + self.timeouts.total
@@ -138,11 +139,7 @@ class Generation:
                             if reason := chunk.response_metadata.get("finish_reason"):
                                 finish_reason = str(reason)
                             if usage := chunk.usage_metadata:
-                                self.usage = Usage(
-                                    input_tokens=usage.get("input_tokens", 0),
-                                    output_tokens=usage.get("output_tokens", 0),
-                                    total_tokens=usage.get("total_tokens", 0),
-                                )
+                                self._add_usage(usage)
                             if text := chunk.text:
                                 if self.ttft_s is None:
                                     self.ttft_s = loop.time() - started
@@ -183,6 +180,15 @@ class Generation:
             if self.outcome is None:
                 self.outcome = "client_disconnect"
             raise
+
+    def _add_usage(self, usage: UsageMetadata) -> None:
+        # Chunks carry their share of the usage (LangChain adds chunks up the same way).
+        before = self.usage or Usage()
+        self.usage = Usage(
+            input_tokens=before.input_tokens + usage.get("input_tokens", 0),
+            output_tokens=before.output_tokens + usage.get("output_tokens", 0),
+            total_tokens=before.total_tokens + usage.get("total_tokens", 0),
+        )
 
     def _timeout_info(self, total_exceeded: bool) -> ErrorInfo:
         if total_exceeded:

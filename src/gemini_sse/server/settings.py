@@ -62,6 +62,16 @@ class Settings(BaseSettings):
     # `retry:` hint (milliseconds) sent with `shutting_down`.
     retry_hint_ms: int = Field(default=1000, ge=0)
 
+    # --- resumable streams (`/v1/streams`) and scale-out -----------------------------------
+    # Redis shared by every replica; unset: streams live in this process's memory.
+    redis_url: str | None = None
+    # How long a finished stream can still be read (and an unread one lingers).
+    stream_ttl_s: float = Field(default=300.0, gt=0)
+    stream_max_events: int = Field(default=100_000, ge=2)
+    stream_max_bytes: int = Field(default=16_000_000, ge=1024)
+    # A producer renews its lease this often / 3; readers declare it lost after this long.
+    stream_lease_s: float = Field(default=5.0, gt=0)
+
     # --- request limits -------------------------------------------------------------------
     max_body_bytes: int = Field(default=1_000_000, ge=1)
     max_messages: int = Field(default=100, ge=1)

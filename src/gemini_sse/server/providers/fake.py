@@ -137,47 +137,47 @@ class SimulatedChatModel(BaseChatModel):
             text_chunks = text_chunks[: plan.fail_after]
         if plan.fault == "empty":
             text_chunks = []
-        output_chars = 0
         for index, text in enumerate(text_chunks):
             pause = plan.first_delay_s if index == 0 else plan.delay_s
             if plan.jitter_s:
                 pause += rng.uniform(0, plan.jitter_s)
-            output_chars += len(text)
             last = index == len(text_chunks) - 1 and plan.fault is None
-            yield pause, self._chunk(text, plan, output_chars, "STOP" if last else None)
+            input_tokens = plan.input_tokens if index == 0 else 0
+            yield pause, self._chunk(text, input_tokens, "STOP" if last else None)
         pause = plan.first_delay_s if not text_chunks else plan.delay_s
+        input_tokens = 0 if text_chunks else plan.input_tokens
         match plan.fault:
             case None:
                 if not text_chunks:  # zero chunks asked for: an empty answer, like "empty"
-                    yield pause, self._chunk("", plan, 0, "STOP")
+                    yield pause, self._chunk("", input_tokens, "STOP")
             case "hang":
                 yield pause, None
             case "drop":
                 yield pause, SimulatedDisconnect("simulated upstream closed the connection")
             case "safety":
-                yield pause, self._chunk("", plan, output_chars, "SAFETY")
+                yield pause, self._chunk("", input_tokens, "SAFETY")
             case "empty":
-                yield pause, self._chunk("", plan, 0, None)
+                yield pause, self._chunk("", input_tokens, None)
             case _:
                 status, message, retry_after = _FAULT_ERRORS[plan.fault]
                 yield pause, SimulatedUpstreamError(status, message, retry_after)
 
-    def _chunk(
-        self, text: str, plan: _Plan, output_chars: int, finish_reason: str | None
-    ) -> ChatGenerationChunk:
-        message = AIMessageChunk(content=text)
-        if finish_reason is not None or not text:
-            output_tokens = (output_chars + 3) // 4
-            message = AIMessageChunk(
+    @staticmethod
+    def _chunk(text: str, input_tokens: int, finish_reason: str | None) -> ChatGenerationChunk:
+        # Usage comes with every chunk as that chunk's share (LangChain's convention:
+        # adding up the chunks gives the totals), so usage is known mid-answer too.
+        output_tokens = (len(text) + 3) // 4
+        return ChatGenerationChunk(
+            message=AIMessageChunk(
                 content=text,
                 usage_metadata=UsageMetadata(
-                    input_tokens=plan.input_tokens,
+                    input_tokens=input_tokens,
                     output_tokens=output_tokens,
-                    total_tokens=plan.input_tokens + output_tokens,
+                    total_tokens=input_tokens + output_tokens,
                 ),
                 response_metadata={"finish_reason": finish_reason} if finish_reason else {},
             )
-        return ChatGenerationChunk(message=message)
+        )
 
     async def _astream(
         self,

@@ -1,0 +1,187 @@
+"""Resumable streams in Redis, shared by every gateway replica.
+
+Per stream, three keys under `gemini-sse:{id}:`
+- `e`: a Redis Stream of events. Entry ids are `N-0` for event id N, so `XADD` refuses an
+  id that is already taken: when two writers race for the same slot (a producer and a
+  reader declaring it lost), exactly one wins. Entry `0-1` is an opening marker that
+  gives the key its expiry before the first event.
+- `m`: a hash: model, owner, times, status, usage, cancel flag.
+- `l`: the producer's lease, a key with a short expiry that the producer renews. A reader
+  that finds no new event and no lease declares the generation lost.
+Everything expires `ttl` seconds after the stream ends (and at `expires_at` at the latest).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import redis.asyncio as redis
+from redis.exceptions import ResponseError
+
+from .._models import ErrorCode, ErrorEvent, Usage
+from .encoding import encode_sse
+from .store import Frame, Status, StreamInfo, StreamNotFound
+
+_OPEN = "0-1"
+
+
+class RedisStore:
+    """`StreamStore` on Redis Streams."""
+
+    needs_lease = True
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        ttl_s: float,
+        lease_s: float,
+        retry_ms: int,
+        prefix: str = "gemini-sse:",
+    ) -> None:
+        self._redis: redis.Redis = redis.Redis.from_url(url)
+        self.ttl_s = ttl_s
+        self.lease_ms = max(1, int(lease_s * 1000))
+        self.retry_ms = retry_ms
+        self.prefix = prefix
+
+    def _keys(self, stream_id: str) -> tuple[str, str, str]:
+        base = f"{self.prefix}{stream_id}:"
+        return base + "e", base + "m", base + "l"
+
+    async def ping(self) -> bool:
+        return bool(await self._redis.ping())
+
+    async def create(self, info: StreamInfo) -> None:
+        events, meta, lease = self._keys(info.id)
+        expire_at = int(info.expires_at) + 1
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                meta,
+                mapping={
+                    "model": info.model,
+                    "owner": info.owner or "",
+                    "created_at": repr(info.created_at),
+                    "expires_at": repr(info.expires_at),
+                    "status": info.status,
+                },
+            )
+            pipe.xadd(events, {"t": "open"}, id=_OPEN)
+            pipe.set(lease, "1", px=self.lease_ms)
+            pipe.expireat(meta, expire_at)
+            pipe.expireat(events, expire_at)
+            await pipe.execute()
+
+    async def append(self, stream_id: str, frame: Frame) -> bool:
+        events, _, _ = self._keys(stream_id)
+        try:
+            await self._redis.xadd(events, {"t": frame.event, "f": frame.data}, id=f"{frame.id}-0")
+        except ResponseError:
+            return False  # the slot is taken: the stream was declared lost
+        return True
+
+    async def finish(self, stream_id: str, status: Status, usage: Usage | None) -> None:
+        events, meta, lease = self._keys(stream_id)
+        ttl = max(1, int(self.ttl_s))
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.hset(
+                meta,
+                mapping={
+                    "status": status,
+                    "usage": usage.model_dump_json() if usage else "",
+                    "expires_at": repr(time.time() + ttl),
+                },
+            )
+            pipe.expire(meta, ttl)
+            pipe.expire(events, ttl)
+            pipe.delete(lease)
+            await pipe.execute()
+
+    async def info(self, stream_id: str) -> StreamInfo | None:
+        events, meta, _ = self._keys(stream_id)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.hgetall(meta)
+            pipe.xlen(events)
+            fields, length = await pipe.execute()
+        if not fields:
+            return None
+        text = {k.decode(): v.decode() for k, v in fields.items()}
+        usage = text.get("usage")
+        return StreamInfo(
+            id=stream_id,
+            model=text.get("model", ""),
+            owner=text.get("owner") or None,
+            created_at=float(text.get("created_at", 0)),
+            expires_at=float(text.get("expires_at", 0)),
+            status=text.get("status", "running"),
+            events=max(0, int(length) - 1),
+            usage=Usage.model_validate_json(usage) if usage else None,
+        )
+
+    async def follow(self, stream_id: str, after: int) -> AsyncIterator[Frame]:
+        events, meta, lease = self._keys(stream_id)
+        status = await self._redis.hget(meta, "status")
+        if status is None:
+            raise StreamNotFound(stream_id)
+        last = max(0, after)
+        # A finished stream has all its events: read them without blocking.
+        block_ms: int | None = min(self.lease_ms, 1000) if status == b"running" else None
+        while True:
+            start = f"{last}-0" if last else _OPEN
+            reply: Any = await self._redis.xread({events: start}, count=512, block=block_ms)
+            if reply:
+                for _key, entries in reply:
+                    for entry_id, fields in entries:
+                        frame = Frame(
+                            int(entry_id.split(b"-", 1)[0]), fields[b"t"].decode(), fields[b"f"]
+                        )
+                        yield frame
+                        last = frame.id
+                        if frame.terminal:
+                            return
+                continue
+            # Nothing new for a while: is the stream still there, its producer alive?
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(meta)
+                pipe.exists(lease)
+                pipe.hget(meta, "status")
+                has_meta, has_lease, status = await pipe.execute()
+            if not has_meta or status != b"running":
+                return  # expired, or finished with its terminal event at or before `after`
+            if not has_lease and status == b"running":
+                lost = self._lost_frame(last + 1)
+                if await self.append(stream_id, lost):
+                    await self.finish(stream_id, "error", None)
+                # Either way the next read returns the terminal event (ours or another's).
+
+    def _lost_frame(self, event_id: int) -> Frame:
+        event = ErrorEvent(
+            code=ErrorCode.GENERATION_LOST,
+            message="The gateway replica producing this stream stopped; ask again.",
+            retryable=True,
+        )
+        return Frame(event_id, "error", encode_sse(event_id, event, retry_ms=self.retry_ms))
+
+    async def request_cancel(self, stream_id: str) -> bool:
+        _, meta, _ = self._keys(stream_id)
+        if not await self._redis.exists(meta):
+            return False
+        await self._redis.hset(meta, "cancel", "1")
+        return True
+
+    async def cancel_requested(self, stream_id: str) -> bool:
+        _, meta, _ = self._keys(stream_id)
+        return bool(await self._redis.hget(meta, "cancel"))
+
+    async def renew_lease(self, stream_id: str) -> None:
+        _, _, lease = self._keys(stream_id)
+        await self._redis.set(lease, "1", px=self.lease_ms)
+
+    async def keys_of(self, stream_id: str) -> list[str]:
+        """The stream's keys that exist now (for tests and operators)."""
+        return [k for k in self._keys(stream_id) if await self._redis.exists(k)]
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,192 @@
+"""Where resumable streams keep their events: between the pipeline and the readers.
+
+A producer appends each encoded event once; any number of readers replay what is there
+after the id they already have, then follow new events until the terminal one. The
+in-memory store serves one process; `redis_store.RedisStore` shares streams between
+replicas. Both implement `StreamStore`, so the routes cannot tell them apart.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol
+
+from .._models import Usage
+
+Status = Literal["running", "done", "error", "cancelled"]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One stored event: its id, its type, and its SSE bytes as sent."""
+
+    id: int
+    event: str
+    data: bytes
+
+    @property
+    def terminal(self) -> bool:
+        return self.event in ("done", "error")
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """What is known about a stream besides its events."""
+
+    id: str
+    model: str
+    owner: str | None
+    created_at: float
+    expires_at: float
+    status: Status = "running"
+    events: int = 0
+    usage: Usage | None = None
+
+
+class StreamNotFound(LookupError):
+    """No stream with that id (never made, or expired)."""
+
+
+class StreamStore(Protocol):
+    """Storage for resumable streams."""
+
+    #: Whether producers must hold a lease (their death is only seen through it).
+    needs_lease: bool
+
+    async def create(self, info: StreamInfo) -> None:
+        """Register a new, empty, running stream."""
+        ...
+
+    async def append(self, stream_id: str, frame: Frame) -> bool:
+        """Store the next event; False if the stream is gone or the id is taken."""
+        ...
+
+    async def finish(self, stream_id: str, status: Status, usage: Usage | None) -> None:
+        """Record the outcome; the stream expires `ttl` seconds from now."""
+        ...
+
+    async def info(self, stream_id: str) -> StreamInfo | None: ...
+
+    def follow(self, stream_id: str, after: int) -> AsyncIterator[Frame]:
+        """Every frame with an id above `after`, then live ones until the terminal one.
+
+        Raises `StreamNotFound` when first iterated if the stream does not exist.
+        """
+        ...
+
+    async def request_cancel(self, stream_id: str) -> bool:
+        """Ask the stream's producer, wherever it runs, to stop. False if unknown."""
+        ...
+
+    async def cancel_requested(self, stream_id: str) -> bool: ...
+
+    async def renew_lease(self, stream_id: str) -> None:
+        """The producer is alive; readers wait for it a little longer."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
+@dataclass(eq=False)
+class _Entry:
+    info: StreamInfo
+    frames: list[Frame] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    cancel: bool = False
+    done: bool = False
+
+
+class MemoryStore:
+    """Streams in this process's memory; expired ones are dropped as they are touched
+    and by `sweep()`, which the app runs periodically."""
+
+    needs_lease = False
+
+    def __init__(self, ttl_s: float) -> None:
+        self.ttl_s = ttl_s
+        self._streams: dict[str, _Entry] = {}
+
+    def __len__(self) -> int:
+        return len(self._streams)
+
+    def _get(self, stream_id: str) -> _Entry | None:
+        entry = self._streams.get(stream_id)
+        if entry is not None and entry.info.expires_at <= time.time():
+            self._drop(stream_id, entry)
+            return None
+        return entry
+
+    def _drop(self, stream_id: str, entry: _Entry) -> None:
+        del self._streams[stream_id]
+        entry.frames.clear()
+        entry.changed.set()  # wake readers so that they see the end
+
+    def sweep(self) -> int:
+        """Drop expired streams; returns how many."""
+        now = time.time()
+        expired = [(k, e) for k, e in self._streams.items() if e.info.expires_at <= now]
+        for stream_id, entry in expired:
+            self._drop(stream_id, entry)
+        return len(expired)
+
+    async def create(self, info: StreamInfo) -> None:
+        self._streams[info.id] = _Entry(info)
+
+    async def append(self, stream_id: str, frame: Frame) -> bool:
+        entry = self._get(stream_id)
+        if entry is None or entry.done or frame.id != len(entry.frames) + 1:
+            return False
+        entry.frames.append(frame)
+        entry.done = frame.terminal
+        changed, entry.changed = entry.changed, asyncio.Event()
+        changed.set()
+        return True
+
+    async def finish(self, stream_id: str, status: Status, usage: Usage | None) -> None:
+        entry = self._get(stream_id)
+        if entry is not None:
+            entry.info = replace(
+                entry.info, status=status, usage=usage, expires_at=time.time() + self.ttl_s
+            )
+
+    async def info(self, stream_id: str) -> StreamInfo | None:
+        entry = self._get(stream_id)
+        if entry is None:
+            return None
+        return replace(entry.info, events=len(entry.frames))
+
+    async def follow(self, stream_id: str, after: int) -> AsyncIterator[Frame]:
+        entry = self._get(stream_id)
+        if entry is None:
+            raise StreamNotFound(stream_id)
+        index = max(0, after)
+        while True:
+            changed = entry.changed
+            frames = entry.frames
+            while index < len(frames):
+                yield frames[index]
+                index += 1
+            if entry.done or stream_id not in self._streams:
+                return
+            await changed.wait()
+
+    async def request_cancel(self, stream_id: str) -> bool:
+        entry = self._get(stream_id)
+        if entry is None:
+            return False
+        entry.cancel = True
+        return True
+
+    async def cancel_requested(self, stream_id: str) -> bool:
+        entry = self._get(stream_id)
+        return entry is not None and entry.cancel
+
+    async def renew_lease(self, stream_id: str) -> None:
+        return None
+
+    async def aclose(self) -> None:
+        for stream_id, entry in list(self._streams.items()):
+            self._drop(stream_id, entry)

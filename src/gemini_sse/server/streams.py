@@ -1,0 +1,277 @@
+"""Resumable streams: generations that outlive the connection that asked for them.
+
+`POST /v1/streams` starts a generation whose events go to the store (memory or Redis);
+`GET /v1/streams/{id}/events` replays them after `Last-Event-ID` and follows the rest,
+on any replica; `DELETE` cancels; `GET /v1/streams/{id}` tells the status.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from .._exceptions import RequestRejected
+from .._models import DoneEvent, ErrorBody, ErrorCode, ErrorEvent, ErrorInfo, StreamRequest, Usage
+from .encoding import encode_sse, retry_hint
+from .gateway import Gateway
+from .pipeline import Generation
+from .routes import GatewayDep, request_id_of
+from .store import Frame, Status, StreamInfo, StreamStore
+
+logger = logging.getLogger("gemini_sse.streams")
+
+router = APIRouter(prefix="/v1/streams", tags=["resumable streams"])
+
+
+class StreamCreated(BaseModel):
+    """Where to read a new stream, and until when at the latest."""
+
+    id: str
+    events_url: str
+    expires_at: float
+
+
+class StreamStatus(BaseModel):
+    """A stream's state: running, or how it ended."""
+
+    id: str
+    status: Status
+    model: str
+    events: int
+    usage: Usage | None
+    created_at: float
+    expires_at: float
+
+
+def new_stream_id() -> str:
+    """192 random bits, URL-safe: the id is also the capability to read the stream."""
+    return secrets.token_urlsafe(24)
+
+
+async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> None:
+    """Run a detached generation, appending each encoded event to the store."""
+    store = gateway.store
+    s = gateway.settings
+    event_id = 0
+    stored_bytes = 0
+    lease = asyncio.create_task(_keep_lease(store, stream_id, generation, s.stream_lease_s))
+    ended = False
+    try:
+        async with contextlib.aclosing(generation.events()) as events:
+            async for event in events:
+                terminal = isinstance(event, DoneEvent | ErrorEvent)
+                if not terminal and (
+                    event_id + 1 >= s.stream_max_events or stored_bytes >= s.stream_max_bytes
+                ):
+                    # Keep one slot for the terminal event the interruption produces.
+                    generation.interrupt(
+                        ErrorInfo(
+                            code=ErrorCode.STREAM_LIMIT,
+                            message="The answer exceeded the gateway's per-stream limit.",
+                        )
+                    )
+                    continue
+                event_id += 1
+                retry = retry_hint(event, s.retry_hint_ms)
+                frame = Frame(event_id, event.event, encode_sse(event_id, event, retry_ms=retry))
+                stored_bytes += len(frame.data)
+                if not await store.append(stream_id, frame):
+                    logger.warning("stream %s was closed under its producer", stream_id)
+                    return
+                if isinstance(event, DoneEvent | ErrorEvent):
+                    await store.finish(stream_id, _status_of(event), event.usage)
+                    ended = True
+    except Exception:
+        logger.exception("producer of stream %s failed", stream_id)
+        if not ended:
+            event_id += 1
+            failed = ErrorEvent(code=ErrorCode.INTERNAL, message="The gateway failed unexpectedly.")
+            with contextlib.suppress(Exception):
+                if await store.append(
+                    stream_id, Frame(event_id, "error", encode_sse(event_id, failed))
+                ):
+                    await store.finish(stream_id, "error", generation.usage)
+    finally:
+        lease.cancel()
+        gateway.detached.pop(stream_id, None)
+        gateway.finish(generation)
+
+
+async def _keep_lease(
+    store: StreamStore, stream_id: str, generation: Generation, lease_s: float
+) -> None:
+    """Renew the producer's lease and pick up cancel requests made on other replicas."""
+    while True:
+        await asyncio.sleep(lease_s / 3)
+        try:
+            if store.needs_lease:
+                await store.renew_lease(stream_id)
+            if await store.cancel_requested(stream_id):
+                generation.interrupt(_cancelled())
+        except Exception:
+            logger.warning("could not renew the lease of stream %s", stream_id, exc_info=True)
+
+
+def _cancelled() -> ErrorInfo:
+    return ErrorInfo(code=ErrorCode.CANCELLED, message="The stream was cancelled.")
+
+
+def _status_of(event: DoneEvent | ErrorEvent) -> Status:
+    if isinstance(event, DoneEvent):
+        return "done"
+    return "cancelled" if event.code == ErrorCode.CANCELLED else "error"
+
+
+def _not_found(stream_id: str) -> RequestRejected:
+    return RequestRejected.of(
+        404, ErrorCode.NOT_FOUND, f"No stream {stream_id!r}: it never existed or has expired."
+    )
+
+
+@router.post(
+    "",
+    status_code=201,
+    responses={
+        400: {"model": ErrorBody},
+        413: {"model": ErrorBody},
+        422: {"model": ErrorBody},
+        503: {"model": ErrorBody},
+    },
+    summary="Start a generation that outlives the connection",
+)
+async def create_stream(body: StreamRequest, request: Request, gateway: GatewayDep) -> JSONResponse:
+    model_request = gateway.model_request(body)
+    generation = gateway.start(
+        model_request, separators=body.separators, request_id=request_id_of(request)
+    )
+    stream_id = new_stream_id()
+    now = time.time()
+    info = StreamInfo(
+        id=stream_id,
+        model=model_request.model,
+        owner=getattr(request.state, "key_id", None),
+        created_at=now,
+        expires_at=now + gateway.settings.total_timeout_s + gateway.settings.stream_ttl_s,
+    )
+    try:
+        await gateway.store.create(info)
+    except Exception as exc:
+        gateway.finish(generation)
+        logger.exception("could not create stream")
+        raise RequestRejected.of(
+            503,
+            ErrorCode.UPSTREAM_UNAVAILABLE,
+            "The stream store is unavailable.",
+            retryable=True,
+            retry_after=1,
+        ) from exc
+    gateway.detached[stream_id] = generation
+    gateway.spawn(produce(gateway, stream_id, generation))
+    created = StreamCreated(
+        id=stream_id, events_url=f"/v1/streams/{stream_id}/events", expires_at=info.expires_at
+    )
+    return JSONResponse(
+        created.model_dump(), status_code=201, headers={"Location": created.events_url}
+    )
+
+
+async def _frames(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+    async with contextlib.aclosing(frames):  # type: ignore[type-var]
+        async for frame in frames:
+            yield frame.data
+
+
+@router.get(
+    "/{stream_id}/events",
+    response_class=EventSourceResponse,
+    responses={
+        200: {
+            "description": "The stream's events after Last-Event-ID, then live ones.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        204: {"description": "Unknown or expired stream, to an EventSource (it stops)."},
+        404: {"model": ErrorBody, "description": "Unknown or expired stream, to other clients."},
+    },
+    summary="Read a stream from where the reader left off",
+)
+async def stream_events(
+    stream_id: str,
+    request: Request,
+    gateway: GatewayDep,
+    last_event_id_header: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+    last_event_id: Annotated[str | None, Query(description="For the first connect")] = None,
+) -> Response:
+    raw = last_event_id_header if last_event_id_header is not None else last_event_id
+    after = 0
+    if raw:
+        if not raw.strip().isdigit():
+            raise RequestRejected.of(
+                422,
+                ErrorCode.INVALID_REQUEST,
+                "Last-Event-ID must be an event id from this stream.",
+            )
+        after = int(raw)
+    info = await gateway.store.info(stream_id)
+    if info is None:
+        if "text/event-stream" in request.headers.get("accept", ""):
+            return Response(status_code=204)  # EventSource stops reconnecting on 204
+        raise _not_found(stream_id)
+    s = gateway.settings
+    return EventSourceResponse(
+        _frames(gateway.store.follow(stream_id, after)),
+        ping=s.heartbeat_s,
+        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        sep="\n",
+        send_timeout=s.send_timeout_s,
+        # A reader is cheap to cut at shutdown: it reconnects with Last-Event-ID. The short
+        # grace lets a local producer's `shutting_down` event through first.
+        shutdown_event=gateway.shutdown_event,
+        shutdown_grace_period=min(1.0, s.drain_s),
+    )
+
+
+@router.get(
+    "/{stream_id}",
+    response_model=StreamStatus,
+    responses={404: {"model": ErrorBody}},
+    summary="A stream's status, event count and usage",
+)
+async def stream_status(stream_id: str, gateway: GatewayDep) -> StreamStatus:
+    info = await gateway.store.info(stream_id)
+    if info is None:
+        raise _not_found(stream_id)
+    return StreamStatus(
+        id=info.id,
+        status=info.status,
+        model=info.model,
+        events=info.events,
+        usage=info.usage,
+        created_at=info.created_at,
+        expires_at=info.expires_at,
+    )
+
+
+@router.delete(
+    "/{stream_id}",
+    status_code=202,
+    response_model=StreamStatus,
+    responses={404: {"model": ErrorBody}},
+    summary="Cancel a running stream",
+)
+async def cancel_stream(stream_id: str, gateway: GatewayDep) -> StreamStatus:
+    generation = gateway.detached.get(stream_id)
+    if generation is not None:
+        generation.interrupt(_cancelled())
+    elif not await gateway.store.request_cancel(stream_id):
+        raise _not_found(stream_id)
+    return await stream_status(stream_id, gateway)
