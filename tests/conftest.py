@@ -43,7 +43,7 @@ def make_settings(**overrides: Any) -> Settings:
         "heartbeat_s": 0,
     }
     values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+    return Settings(_env_file=None, **values)
 
 
 @pytest.fixture

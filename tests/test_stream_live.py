@@ -84,7 +84,7 @@ def test_over_max_streams_new_requests_get_503_and_running_ones_finish(
 
 def test_heartbeat_comments_keep_a_quiet_stream_alive(serve: Callable[..., RunningServer]) -> None:
     """While the model is silent, `: ping` comments arrive at the heartbeat interval."""
-    running = serve(heartbeat_s=0.1, fake_chunks=1, fake_first_delay_ms=700)
+    running = serve(heartbeat_s=0.1, fake_chunks=1, fake_first_delay_ms=1500)
     with httpx.stream("POST", f"{running.url}/v1/stream", json={"message": "hi"}) as response:
         body = b"".join(response.iter_raw())
     assert body.count(b": ping") >= 3

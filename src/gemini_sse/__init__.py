@@ -1,1 +1,71 @@
-"""gemini-sse."""
+"""gemini-sse: stream LLM answers as typed server-sent events.
+
+This package is the client side (httpx and pydantic only): `Client`, `AsyncClient`, the
+event models, the errors, and the SSE decoder. The gateway is `gemini_sse.server`, which
+needs the `server` extra and is never imported from here.
+"""
+
+from ._client import AsyncClient, Client
+from ._decoder import ServerSentEvent, SSEDecoder
+from ._exceptions import (
+    ConnectError,
+    ConnectTimeout,
+    EventSequenceError,
+    GatewayError,
+    GeminiSSEError,
+    IncompleteStreamError,
+    ProtocolError,
+    ReadTimeout,
+    RequestRejected,
+    StreamError,
+    TimeoutError,
+    TransportError,
+)
+from ._models import (
+    ChatMessage,
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    ErrorInfo,
+    Event,
+    SeparatorEvent,
+    SimulationOptions,
+    TokenEvent,
+    Usage,
+)
+from ._protocol import Completion, Messages, StreamOptions
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AsyncClient",
+    "ChatMessage",
+    "Client",
+    "Completion",
+    "ConnectError",
+    "ConnectTimeout",
+    "DoneEvent",
+    "ErrorCode",
+    "ErrorEvent",
+    "ErrorInfo",
+    "Event",
+    "EventSequenceError",
+    "GatewayError",
+    "GeminiSSEError",
+    "IncompleteStreamError",
+    "Messages",
+    "ProtocolError",
+    "ReadTimeout",
+    "RequestRejected",
+    "SSEDecoder",
+    "SeparatorEvent",
+    "ServerSentEvent",
+    "SimulationOptions",
+    "StreamError",
+    "StreamOptions",
+    "TimeoutError",
+    "TokenEvent",
+    "TransportError",
+    "Usage",
+    "__version__",
+]

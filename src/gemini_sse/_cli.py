@@ -1,10 +1,12 @@
-"""The `gemini-sse` command: `serve` runs the gateway."""
+"""The `gemini-sse` command: `serve` runs the gateway, `ask` streams one answer from it."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+
+from . import _ask
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -29,6 +31,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", help="address to listen on (GEMINI_SSE_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (GEMINI_SSE_PORT)")
     serve.set_defaults(run=_serve)
+    ask = commands.add_parser(
+        "ask",
+        help="stream one answer from a gateway",
+        description="Ask a gateway one question and print the answer as it streams.",
+        epilog=_ask.EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _ask.add_arguments(ask)
+    ask.set_defaults(run=_ask.run)
     return parser
 
 

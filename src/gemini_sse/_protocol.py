@@ -1,0 +1,216 @@
+"""The client's side of the stream protocol, without I/O.
+
+`Client` and `AsyncClient` differ only in how they move bytes; what the bytes mean is
+decided here, once: the request body (`request_body`), an HTTP answer that is not a
+stream (`check_response`), and the stream itself (`EventReader`: bytes in; typed,
+id-checked events out).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, TypedDict
+
+import httpx
+from pydantic import ValidationError
+
+from ._decoder import ServerSentEvent, SSEDecoder
+from ._exceptions import (
+    EventSequenceError,
+    IncompleteStreamError,
+    ProtocolError,
+    RequestRejected,
+    StreamError,
+)
+from ._models import (
+    EVENT_TYPES,
+    ChatMessage,
+    DoneEvent,
+    ErrorBody,
+    ErrorCode,
+    ErrorEvent,
+    ErrorInfo,
+    Event,
+    SimulationOptions,
+    TokenEvent,
+    Usage,
+    parse_event,
+)
+
+#: A conversation: one user message as a str, or turns as `ChatMessage`s or dicts.
+Messages = str | Sequence[ChatMessage | Mapping[str, Any]]
+
+
+class StreamOptions(TypedDict, total=False):
+    """Generation options of one request; what is left unset the gateway decides."""
+
+    message: str | None  # one more user turn, after `messages`
+    model: str | None
+    temperature: float | None
+    max_output_tokens: int | None
+    top_p: float | None
+    stop: Sequence[str] | None
+    separators: bool | None  # send `separator` events (the gateway's setting if None)
+    simulation: SimulationOptions | Mapping[str, Any] | None  # the simulated model only
+
+
+@dataclass(frozen=True, slots=True)
+class Completion:
+    """A whole answer: its text, the `done` event that ended it, and every event."""
+
+    text: str
+    done: DoneEvent
+    events: list[Event]
+
+    @property
+    def usage(self) -> Usage | None:
+        return self.done.usage
+
+
+def request_body(messages: Messages | None, options: StreamOptions) -> dict[str, Any]:
+    """The JSON of `POST /v1/stream`.
+
+    Not validated here: the gateway has the one set of rules, and its `invalid_request`
+    answer (a `RequestRejected`) says what is wrong.
+    """
+    unknown = set(options) - StreamOptions.__optional_keys__
+    if unknown:
+        raise TypeError(f"unexpected keyword argument(s): {', '.join(sorted(unknown))}")
+    body: dict[str, Any] = {name: value for name, value in options.items() if value is not None}
+    if isinstance(messages, str):
+        body["messages"] = [{"role": "user", "content": messages}]
+    elif messages is not None:
+        body["messages"] = [
+            m.model_dump() if isinstance(m, ChatMessage) else dict(m) for m in messages
+        ]
+    if isinstance(simulation := body.get("simulation"), SimulationOptions):
+        body["simulation"] = simulation.model_dump(exclude_none=True)
+    if "stop" in body:
+        body["stop"] = list(body["stop"])
+    return body
+
+
+def check_response(response: httpx.Response) -> None:
+    """Raise unless `response` opens an event stream (an error body must be read first)."""
+    if not response.is_success:
+        raise _rejection(response)
+    content_type = response.headers.get("content-type", "")
+    if not content_type.startswith("text/event-stream"):
+        raise ProtocolError(f"Expected an event stream, got {content_type or 'no content type'}.")
+
+
+# Codes for an error that did not come with the gateway's JSON (a proxy's page, say).
+_CODE_BY_STATUS = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.UNAUTHORIZED,
+    404: ErrorCode.NOT_FOUND,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    429: ErrorCode.OVERLOADED,
+    503: ErrorCode.OVERLOADED,
+}
+
+
+def _rejection(response: httpx.Response) -> RequestRejected:
+    status = response.status_code
+    try:
+        info = ErrorBody.model_validate_json(response.content).error
+    except ValidationError:
+        fallback = ErrorCode.INVALID_REQUEST if status < 500 else ErrorCode.INTERNAL
+        snippet = " ".join(response.text[:200].split())
+        info = ErrorInfo(
+            code=_CODE_BY_STATUS.get(status, fallback),
+            message=f"HTTP {status} {response.reason_phrase}" + (f": {snippet}" if snippet else ""),
+            retryable=status in (429, 502, 503, 504),
+        )
+    if info.retry_after is None:
+        retry_after = _retry_after(response.headers.get("retry-after"))
+        if retry_after is not None:
+            info = info.model_copy(update={"retry_after": retry_after})
+    return RequestRejected(info, status)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from `Retry-After`: delay-seconds or an HTTP-date (RFC 9110, 10.2.3)."""
+    if not value:
+        return None
+    if value.strip().isascii() and value.strip().isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+class EventReader:
+    """Feed it the bytes of one stream; it gives back checked, typed events.
+
+    It holds the gateway to its promises: ids 1, 2, 3... with no gap or repeat, and a
+    `done` or `error` event last. Unknown event types (a newer gateway's) are skipped
+    once their id is checked; comments such as `: ping` never get here (the decoder
+    drops them).
+    """
+
+    def __init__(self, *, raise_on_error: bool = True) -> None:
+        self.raise_on_error = raise_on_error
+        self.streaming = False  # set by the I/O side once the event stream is open
+        self.terminal: DoneEvent | ErrorEvent | None = None
+        self._decoder = SSEDecoder()
+        self._next_id = 1
+        self._text: list[str] = []
+
+    @property
+    def partial_text(self) -> str:
+        """The text of every `token` event so far."""
+        return "".join(self._text)
+
+    def feed(self, chunk: bytes) -> Iterator[Event]:
+        """The events `chunk` completes, in order, and nothing after the terminal one.
+
+        A generator, so that the events before a failure reach the caller before it raises.
+        """
+        for sse in self._decoder.feed(chunk):
+            if self.terminal is not None:
+                return
+            event = self._parse(sse)
+            if event is None:
+                continue
+            if isinstance(event, TokenEvent):
+                self._text.append(event.text)
+            elif isinstance(event, DoneEvent | ErrorEvent):
+                self.terminal = event
+                if isinstance(event, ErrorEvent) and self.raise_on_error:
+                    raise StreamError(event.info, self.partial_text, event.usage)
+            yield event
+
+    def end(self) -> None:
+        """The body is over: raise `IncompleteStreamError` unless a terminal event came."""
+        if self.terminal is None:
+            raise IncompleteStreamError(
+                "The stream ended without a `done` or `error` event.", self.partial_text
+            )
+
+    def _parse(self, sse: ServerSentEvent) -> Event | None:
+        expected = self._next_id
+        if sse.id != str(expected):
+            got = f"id {sse.id!r}" if sse.id else "no id"
+            raise EventSequenceError(f"Expected event id {expected}, got {got}.")
+        self._next_id += 1
+        if sse.event not in EVENT_TYPES:
+            return None  # forward compatible: an event type from a newer gateway
+        try:
+            return parse_event(sse.event, sse.data, expected)
+        except ValidationError as exc:
+            raise ProtocolError(f"Event {expected} is not a valid `{sse.event}` event.") from exc
+
+
+def completion(events: list[Event]) -> Completion:
+    """The `Completion` of a stream read to its `done` event."""
+    done = events[-1] if events else None
+    if not isinstance(done, DoneEvent):  # the reader raises first; this is for mypy
+        raise ProtocolError("The stream did not end with `done`.")
+    text = "".join(e.text for e in events if isinstance(e, TokenEvent))
+    return Completion(text=text, done=done, events=events)

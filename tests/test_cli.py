@@ -1,0 +1,165 @@
+"""`gemini-sse ask` as a user runs it: a child process against a real gateway on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+
+from gemini_sse.server.providers.fake import expected_answer
+
+from .conftest import make_settings
+from .servers import RunningServer, free_port
+from .sse import names, parse, text
+from .test_client_errors import STREAM_HEAD, chunk, tcp_gateway
+
+QUESTION = "What is baseball?"
+
+
+def ask(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "gemini_sse._cli", "ask", *args],
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env={**os.environ, **(env or {})},
+        timeout=30,
+    )
+
+
+def test_ask_prints_the_answer_then_a_summary(serve: Callable[..., RunningServer]) -> None:
+    """Exit 0; stdout is exactly the answer (no ANSI when piped), stderr the summary line."""
+    running = serve()
+    result = ask("--url", running.url, QUESTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_answer(make_settings(), [QUESTION]) + "\n"
+    assert "tokens" in result.stderr and "first token" in result.stderr
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+def test_ask_reads_the_url_from_the_environment_and_sends_the_system_prompt(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """GEMINI_SSE_URL picks the gateway; `--system` is a turn before the question."""
+    running = serve()
+    result = ask("--system", "Be brief.", QUESTION, env={"GEMINI_SSE_URL": running.url})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == expected_answer(make_settings(), ["Be brief.", QUESTION]) + "\n"
+
+
+def test_ask_json_prints_one_event_per_line(serve: Callable[..., RunningServer]) -> None:
+    """`--json`: every event as one JSON object with its `event` and `id`."""
+    running = serve()
+    result = ask("--url", running.url, "--json", "--no-separators", QUESTION)
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [line["event"] for line in lines] == ["token"] * 5 + ["done"]
+    assert [line["id"] for line in lines] == list(range(1, 7))
+    tokens = "".join(line["text"] for line in lines if line["event"] == "token")
+    assert tokens == expected_answer(make_settings(), [QUESTION])
+
+
+def test_ask_raw_prints_the_event_stream_as_received(serve: Callable[..., RunningServer]) -> None:
+    """`--raw`: the SSE bytes themselves, which decode to the full stream."""
+    running = serve()
+    result = subprocess.run(
+        [sys.executable, "-m", "gemini_sse._cli", "ask", "--url", running.url, "--raw", QUESTION],
+        capture_output=True,
+        timeout=30,
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith(b"id: 1\nevent: token\ndata: ")
+    events = parse(result.stdout)
+    assert names(events) == ["token", "separator"] * 5 + ["done"]
+    assert text(events) == expected_answer(make_settings(), [QUESTION])
+
+
+def test_ask_exits_1_when_the_model_fails(serve: Callable[..., RunningServer]) -> None:
+    """An upstream error event: exit 1 and `error: <code>: <message>` on stderr."""
+    running = serve(fake_fault="rate_limit", fake_fail_after=2)
+    result = ask("--url", running.url, QUESTION)
+    assert result.returncode == 1
+    assert result.stdout == expected_answer(make_settings(), [QUESTION])[:24] + "\n"
+    assert result.stderr.startswith("error: rate_limited: ")
+
+
+def test_ask_json_prints_the_error_event_too(serve: Callable[..., RunningServer]) -> None:
+    """`--json` with a failing model: the `error` event is the last line, exit 1."""
+    running = serve(fake_fault="safety", fake_fail_after=1)
+    result = ask("--url", running.url, "--json", QUESTION)
+    assert result.returncode == 1
+    last = json.loads(result.stdout.splitlines()[-1])
+    assert last["event"] == "error" and last["code"] == "content_blocked"
+    assert result.stderr.startswith("error: content_blocked: ")
+
+
+def test_ask_exits_3_when_the_gateway_refuses(serve: Callable[..., RunningServer]) -> None:
+    """A rejected request (a model not served here): exit 3 with the gateway's code."""
+    running = serve()
+    result = ask("--url", running.url, "--model", "gemini-0-nope", QUESTION)
+    assert result.returncode == 3
+    assert result.stdout == ""
+    assert result.stderr.startswith("error: model_not_allowed: ")
+
+
+def test_ask_exits_3_on_a_gateway_error_event() -> None:
+    """An `error` event with a gateway code (here `internal`) exits 3, not 1."""
+    error = b'id: 1\nevent: error\ndata: {"code":"internal","message":"boom"}\n\n'
+    with tcp_gateway(STREAM_HEAD + chunk(error) + chunk(b""), hang=False) as url:
+        result = ask("--url", url, QUESTION)
+    assert result.returncode == 3
+    assert result.stderr == "error: internal: boom\n"
+
+
+def test_ask_exits_4_when_nothing_listens() -> None:
+    """No gateway at the URL: exit 4 and `error: connect_error: ...`."""
+    result = ask("--url", f"http://127.0.0.1:{free_port()}", QUESTION)
+    assert result.returncode == 4
+    assert result.stderr.startswith("error: connect_error: ")
+
+
+def test_ask_exits_4_on_a_broken_stream() -> None:
+    """A stream that skips an event id is a protocol failure: exit 4."""
+    body = b'id: 1\nevent: token\ndata: {"text":"a"}\n\nid: 3\nevent: token\ndata: {"text":"b"}\n\n'
+    with tcp_gateway(STREAM_HEAD + chunk(body) + chunk(b""), hang=False) as url:
+        result = ask("--url", url, QUESTION)
+    assert result.returncode == 4
+    assert result.stdout == "a\n"
+    assert result.stderr.startswith("error: event_sequence_error: Expected event id 2")
+
+
+def test_ask_exits_2_on_a_usage_error() -> None:
+    """A malformed option is a usage error: exit 2, nothing sent."""
+    result = ask("--temperature", "warm", QUESTION)
+    assert result.returncode == 2
+    assert "invalid float value" in result.stderr
+
+
+def test_ctrl_c_exits_130_and_the_gateway_cancels(serve: Callable[..., RunningServer]) -> None:
+    """SIGINT mid-answer: exit 130, and the gateway cancels the model's generation."""
+    running = serve(fake_chunks=50, fake_first_delay_ms=10, fake_delay_ms=200)
+    stats = running.gateway.provider.stats  # type: ignore[attr-defined]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gemini_sse._cli", "ask", "--url", running.url, QUESTION],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        assert os.read(proc.stdout.fileno(), 64)  # the first text is on screen
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=10) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        _, stderr = proc.communicate()
+    assert b"Traceback" not in stderr
+    deadline = time.monotonic() + 1
+    while stats.cancelled == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert stats.cancelled == 1
+    assert stats.completed == 0
