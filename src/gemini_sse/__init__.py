@@ -30,10 +30,12 @@ from ._models import (
     Event,
     SeparatorEvent,
     SimulationOptions,
+    StreamCreated,
+    StreamStatus,
     TokenEvent,
     Usage,
 )
-from ._protocol import Completion, Messages, StreamOptions
+from ._protocol import Completion, Messages, Reconnect, StreamOptions
 
 __version__ = "0.1.0"
 
@@ -56,13 +58,16 @@ __all__ = [
     "Messages",
     "ProtocolError",
     "ReadTimeout",
+    "Reconnect",
     "RequestRejected",
     "SSEDecoder",
     "SeparatorEvent",
     "ServerSentEvent",
     "SimulationOptions",
+    "StreamCreated",
     "StreamError",
     "StreamOptions",
+    "StreamStatus",
     "TimeoutError",
     "TokenEvent",
     "TransportError",

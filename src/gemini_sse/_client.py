@@ -7,28 +7,35 @@ The two differ only in how they move bytes; what the bytes mean is `_protocol`'s
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from types import TracebackType
 from typing import Any, Unpack
 
+import anyio
 import httpx
 
 from ._exceptions import (
     ConnectError,
     ConnectTimeout,
+    GeminiSSEError,
     IncompleteStreamError,
     ReadTimeout,
     TimeoutError,
     TransportError,
 )
-from ._models import Event, TokenEvent
+from ._models import Event, StreamCreated, StreamStatus, TokenEvent
 from ._protocol import (
+    DEFAULT_RECONNECT,
     Completion,
     EventReader,
     Messages,
+    Reconnect,
     StreamOptions,
     check_response,
     completion,
+    is_resumable_failure,
+    parse_json,
     request_body,
 )
 
@@ -76,16 +83,39 @@ class _BaseClient:
             connect=connect_timeout, read=read_timeout, write=connect_timeout, pool=connect_timeout
         )
 
-    def _request(self, messages: Messages | None, options: StreamOptions) -> dict[str, Any]:
-        """Keyword arguments of `httpx.Client.stream` for one answer."""
-        headers = {"Accept": "text/event-stream"}
+    def _headers(self, **extra: str) -> dict[str, str]:
+        headers = {"Accept": "text/event-stream", **extra}
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key}"
+        return headers
+
+    def _request(
+        self, messages: Messages | None, options: StreamOptions, path: str = "/v1/stream"
+    ) -> dict[str, Any]:
+        """Keyword arguments of `httpx.Client.stream` (or `.request`) for one answer."""
         return {
             "method": "POST",
-            "url": f"{self.base_url}/v1/stream",
+            "url": f"{self.base_url}{path}",
             "json": request_body(messages, options),
-            "headers": headers,
+            "headers": self._headers(),
+            "timeout": self.timeout,
+        }
+
+    def _follow_request(self, stream_id: str, last_event_id: int) -> dict[str, Any]:
+        """Keyword arguments of `httpx.Client.stream` to read a resumable stream."""
+        extra = {"Last-Event-ID": str(last_event_id)} if last_event_id else {}
+        return {
+            "method": "GET",
+            "url": f"{self.base_url}/v1/streams/{stream_id}/events",
+            "headers": self._headers(**extra),
+            "timeout": self.timeout,
+        }
+
+    def _stream_request(self, method: str, stream_id: str) -> dict[str, Any]:
+        return {
+            "method": method,
+            "url": f"{self.base_url}/v1/streams/{stream_id}",
+            "headers": self._headers(Accept="application/json"),
             "timeout": self.timeout,
         }
 
@@ -115,13 +145,21 @@ class Client(_BaseClient):
         messages: Messages | None = None,
         *,
         raise_on_error: bool = True,
+        resumable: bool = False,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
         **options: Unpack[StreamOptions],
     ) -> Generator[Event, None, None]:
         """Yield the answer's events as they arrive; `done` (or `error`) is the last.
 
         An `error` event raises `StreamError`, or with `raise_on_error=False` is
         yielded last. Stopping early closes the response; the gateway then cancels.
+        With `resumable=True` the answer is a resumable stream (see `follow`): a dropped
+        connection is resumed where it broke, and stopping early does not cancel it.
         """
+        if resumable:
+            created = self.create_stream(messages, **options)
+            yield from self.follow(created.id, raise_on_error=raise_on_error, reconnect=reconnect)
+            return
         reader = EventReader(raise_on_error=raise_on_error)
         with self._chunks(self._request(messages, options), reader) as chunks:
             for chunk in chunks:
@@ -148,11 +186,74 @@ class Client(_BaseClient):
                     return
         reader.end()
 
-    def stream_text(
+    def create_stream(
         self, messages: Messages | None = None, **options: Unpack[StreamOptions]
+    ) -> StreamCreated:
+        """Start a resumable stream (`POST /v1/streams`); read it with `follow`."""
+        with _map_httpx_errors(EventReader()):
+            response = self._http.request(**self._request(messages, options, "/v1/streams"))
+        return parse_json(response, StreamCreated)
+
+    def follow(
+        self,
+        stream_id: str,
+        *,
+        last_event_id: int | str | None = None,
+        raise_on_error: bool = True,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
+    ) -> Generator[Event, None, None]:
+        """Yield a resumable stream's events after `last_event_id`, then live ones.
+
+        A dropped connection is resumed with `Last-Event-ID` after a backoff (see
+        `Reconnect`; None: never): the caller sees one sequence, nothing lost or repeated.
+        An unknown or expired stream raises `RequestRejected` with code `not_found`.
+        """
+        reader = EventReader(raise_on_error=raise_on_error, last_event_id=int(last_event_id or 0))
+        attempt = 0
+        while True:
+            try:
+                with self._chunks(
+                    self._follow_request(stream_id, reader.last_event_id), reader
+                ) as chunks:
+                    for chunk in chunks:
+                        for event in reader.feed(chunk):
+                            attempt = 0
+                            yield event
+                        if reader.terminal is not None:
+                            return
+                reader.end()
+                return
+            except GeminiSSEError as exc:
+                attempt += 1
+                if reconnect is None or attempt > reconnect.max_attempts:
+                    raise
+                if not is_resumable_failure(exc):
+                    raise
+                delay = reconnect.delay(attempt, reader.retry_ms)
+            time.sleep(delay)
+            reader.reconnected()
+
+    def cancel(self, stream_id: str) -> StreamStatus:
+        """Cancel a resumable stream; it ends with an `error` event `cancelled`."""
+        with _map_httpx_errors(EventReader()):
+            response = self._http.request(**self._stream_request("DELETE", stream_id))
+        return parse_json(response, StreamStatus)
+
+    def stream_status(self, stream_id: str) -> StreamStatus:
+        """A resumable stream's status, event count and usage."""
+        with _map_httpx_errors(EventReader()):
+            response = self._http.request(**self._stream_request("GET", stream_id))
+        return parse_json(response, StreamStatus)
+
+    def stream_text(
+        self,
+        messages: Messages | None = None,
+        *,
+        resumable: bool = False,
+        **options: Unpack[StreamOptions],
     ) -> Generator[str, None, None]:
         """Yield only the text of the answer, piece by piece (`st.write_stream` takes it)."""
-        with contextlib.closing(self.stream(messages, **options)) as events:
+        with contextlib.closing(self.stream(messages, resumable=resumable, **options)) as events:
             for event in events:
                 if isinstance(event, TokenEvent):
                     yield event.text
@@ -215,9 +316,18 @@ class AsyncClient(_BaseClient):
         messages: Messages | None = None,
         *,
         raise_on_error: bool = True,
+        resumable: bool = False,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
         **options: Unpack[StreamOptions],
     ) -> AsyncGenerator[Event, None]:
         """Yield the answer's events as they arrive; see `Client.stream`."""
+        if resumable:
+            created = await self.create_stream(messages, **options)
+            follow = self.follow(created.id, raise_on_error=raise_on_error, reconnect=reconnect)
+            async with contextlib.aclosing(follow) as events:
+                async for event in events:
+                    yield event
+            return
         reader = EventReader(raise_on_error=raise_on_error)
         async with self._chunks(self._request(messages, options), reader) as chunks:
             async for chunk in chunks:
@@ -245,11 +355,69 @@ class AsyncClient(_BaseClient):
                     return
         reader.end()
 
-    async def stream_text(
+    async def create_stream(
         self, messages: Messages | None = None, **options: Unpack[StreamOptions]
+    ) -> StreamCreated:
+        """Start a resumable stream (`POST /v1/streams`); read it with `follow`."""
+        with _map_httpx_errors(EventReader()):
+            response = await self._http.request(**self._request(messages, options, "/v1/streams"))
+        return parse_json(response, StreamCreated)
+
+    async def follow(
+        self,
+        stream_id: str,
+        *,
+        last_event_id: int | str | None = None,
+        raise_on_error: bool = True,
+        reconnect: Reconnect | None = DEFAULT_RECONNECT,
+    ) -> AsyncGenerator[Event, None]:
+        """Yield a resumable stream's events, resuming dropped connections; see `Client.follow`."""
+        reader = EventReader(raise_on_error=raise_on_error, last_event_id=int(last_event_id or 0))
+        attempt = 0
+        while True:
+            try:
+                request = self._follow_request(stream_id, reader.last_event_id)
+                async with self._chunks(request, reader) as chunks:
+                    async for chunk in chunks:
+                        for event in reader.feed(chunk):
+                            attempt = 0
+                            yield event
+                        if reader.terminal is not None:
+                            return
+                reader.end()
+                return
+            except GeminiSSEError as exc:
+                attempt += 1
+                if reconnect is None or attempt > reconnect.max_attempts:
+                    raise
+                if not is_resumable_failure(exc):
+                    raise
+                delay = reconnect.delay(attempt, reader.retry_ms)
+            await anyio.sleep(delay)
+            reader.reconnected()
+
+    async def cancel(self, stream_id: str) -> StreamStatus:
+        """Cancel a resumable stream; it ends with an `error` event `cancelled`."""
+        with _map_httpx_errors(EventReader()):
+            response = await self._http.request(**self._stream_request("DELETE", stream_id))
+        return parse_json(response, StreamStatus)
+
+    async def stream_status(self, stream_id: str) -> StreamStatus:
+        """A resumable stream's status, event count and usage."""
+        with _map_httpx_errors(EventReader()):
+            response = await self._http.request(**self._stream_request("GET", stream_id))
+        return parse_json(response, StreamStatus)
+
+    async def stream_text(
+        self,
+        messages: Messages | None = None,
+        *,
+        resumable: bool = False,
+        **options: Unpack[StreamOptions],
     ) -> AsyncGenerator[str, None]:
         """Yield only the text of the answer, piece by piece."""
-        async with contextlib.aclosing(self.stream(messages, **options)) as events:
+        stream = self.stream(messages, resumable=resumable, **options)
+        async with contextlib.aclosing(stream) as events:
             async for event in events:
                 if isinstance(event, TokenEvent):
                     yield event.text

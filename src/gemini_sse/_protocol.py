@@ -9,13 +9,14 @@ id-checked events out).
 from __future__ import annotations
 
 import email.utils
+import random
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, TypedDict
+from typing import Any, TypedDict, TypeVar
 
 import httpx
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from ._decoder import ServerSentEvent, SSEDecoder
 from ._exceptions import (
@@ -24,6 +25,7 @@ from ._exceptions import (
     ProtocolError,
     RequestRejected,
     StreamError,
+    TransportError,
 )
 from ._models import (
     EVENT_TYPES,
@@ -39,6 +41,8 @@ from ._models import (
     Usage,
     parse_event,
 )
+
+_M = TypeVar("_M", bound=BaseModel)
 
 #: A conversation: one user message as a str, or turns as `ChatMessage`s or dicts.
 Messages = str | Sequence[ChatMessage | Mapping[str, Any]]
@@ -95,11 +99,25 @@ def request_body(messages: Messages | None, options: StreamOptions) -> dict[str,
 
 def check_response(response: httpx.Response) -> None:
     """Raise unless `response` opens an event stream (an error body must be read first)."""
+    if response.status_code == 204:
+        # The gateway's word to EventSource that a resumable stream is unknown or expired.
+        info = ErrorInfo(code=ErrorCode.NOT_FOUND, message="The stream is unknown or expired.")
+        raise RequestRejected(info, 204)
     if not response.is_success:
         raise _rejection(response)
     content_type = response.headers.get("content-type", "")
     if not content_type.startswith("text/event-stream"):
         raise ProtocolError(f"Expected an event stream, got {content_type or 'no content type'}.")
+
+
+def parse_json(response: httpx.Response, model: type[_M]) -> _M:
+    """The JSON answer of a non-streaming call, or the gateway's rejection raised."""
+    if not response.is_success:
+        raise _rejection(response)
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError as exc:
+        raise ProtocolError(f"The gateway's answer is not a valid {model.__name__}.") from exc
 
 
 # Codes for an error that did not come with the gateway's JSON (a proxy's page, say).
@@ -154,13 +172,28 @@ class EventReader:
     drops them).
     """
 
-    def __init__(self, *, raise_on_error: bool = True) -> None:
+    def __init__(self, *, raise_on_error: bool = True, last_event_id: int = 0) -> None:
         self.raise_on_error = raise_on_error
         self.streaming = False  # set by the I/O side once the event stream is open
         self.terminal: DoneEvent | ErrorEvent | None = None
         self._decoder = SSEDecoder()
-        self._next_id = 1
+        self._next_id = last_event_id + 1
         self._text: list[str] = []
+
+    @property
+    def last_event_id(self) -> int:
+        """The id of the last event read (0 before any)."""
+        return self._next_id - 1
+
+    @property
+    def retry_ms(self) -> int | None:
+        """The gateway's `retry:` hint, if it sent one."""
+        return self._decoder.retry
+
+    def reconnected(self) -> None:
+        """A new connection continues the same stream: drop the half-read event."""
+        self._decoder.close()
+        self.streaming = False
 
     @property
     def partial_text(self) -> str:
@@ -214,3 +247,31 @@ def completion(events: list[Event]) -> Completion:
         raise ProtocolError("The stream did not end with `done`.")
     text = "".join(e.text for e in events if isinstance(e, TokenEvent))
     return Completion(text=text, done=done, events=events)
+
+
+@dataclass(frozen=True, slots=True)
+class Reconnect:
+    """How a resumable stream comes back after a dropped connection.
+
+    The n-th consecutive failed attempt waits `base` (or the gateway's `retry:` hint)
+    times 2**(n-1), at most `max_delay`, with full jitter; after `max_attempts`
+    consecutive failures the last error is raised. Any event received resets the count.
+    """
+
+    max_attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 10.0
+
+    def delay(self, attempt: int, retry_ms: int | None) -> float:
+        base = retry_ms / 1000 if retry_ms is not None else self.base_delay
+        return float(random.uniform(0.5, 1.0) * min(self.max_delay, base * 2 ** (attempt - 1)))
+
+
+def is_resumable_failure(exc: BaseException) -> bool:
+    """Whether reconnecting may help: the connection broke, or the gateway said retry."""
+    if isinstance(exc, TransportError | IncompleteStreamError):
+        return True
+    return isinstance(exc, RequestRejected) and exc.retryable
+
+
+DEFAULT_RECONNECT = Reconnect()

@@ -32,10 +32,12 @@ from ._models import (
     Event,
     SeparatorEvent,
     SimulationOptions,
+    StreamCreated,
+    StreamStatus,
     TokenEvent,
     Usage,
 )
-from ._protocol import Completion, Messages, StreamOptions
+from ._protocol import Completion, Messages, Reconnect, StreamOptions
 
 __all__ = [
     "AsyncClient",
@@ -56,11 +58,14 @@ __all__ = [
     "Messages",
     "ProtocolError",
     "ReadTimeout",
+    "Reconnect",
     "RequestRejected",
     "SeparatorEvent",
     "SimulationOptions",
+    "StreamCreated",
     "StreamError",
     "StreamOptions",
+    "StreamStatus",
     "TimeoutError",
     "TokenEvent",
     "TransportError",
