@@ -39,6 +39,8 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     GENERATION_LOST = "generation_lost"
     STREAM_LIMIT = "stream_limit"
+    # The gateway's own per-caller limits (requests, tokens, streams), not the model's.
+    TOO_MANY_REQUESTS = "too_many_requests"
 
 
 class _Model(BaseModel):
@@ -221,3 +223,28 @@ class StreamRequest(_Input):
         if self.message is not None:
             turns.append(ChatMessage(role="user", content=self.message))
         return turns
+
+
+# --- resumable streams ------------------------------------------------------------------
+
+StreamState = Literal["running", "done", "error", "cancelled"]
+
+
+class StreamCreated(_Model):
+    """The answer to `POST /v1/streams`: where to read the new stream."""
+
+    id: str
+    events_url: str
+    expires_at: float
+
+
+class StreamStatus(_Model):
+    """A resumable stream's state: running, or how it ended."""
+
+    id: str
+    status: StreamState
+    model: str
+    events: int
+    usage: Usage | None = None
+    created_at: float
+    expires_at: float
