@@ -7,7 +7,7 @@ import contextlib
 import uuid
 from collections.abc import AsyncIterator
 
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse
@@ -17,11 +17,15 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .._exceptions import RequestRejected
 from .._models import ErrorCode, ErrorInfo
 from .gateway import Gateway
+from .logs import request_id_var
+from .metrics import Metrics
+from .openai_compat import router as openai_router
 from .providers import Provider, create_provider
-from .routes import router
+from .routes import authorized, metrics_router, router
 from .settings import Settings
 from .store import MemoryStore, StreamStore
 from .streams import router as streams_router
+from .web import router as web_router
 
 
 def error_response(
@@ -33,6 +37,8 @@ def error_response(
     headers = {}
     if info.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(info.retry_after)))
+    if status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"  # RFC 6750 section 3
     body = {"error": info.model_dump(mode="json", exclude_none=True)}
     return JSONResponse(body, status_code=status_code, headers=headers)
 
@@ -46,12 +52,14 @@ class RequestContext:
     """Give each request an id (the client's `X-Request-ID`, or a new one) and cap its body.
 
     Pure ASGI so that it never buffers a streaming response. The body limit applies to
-    the declared `Content-Length` and to the bytes actually received.
+    the declared `Content-Length` and to the bytes actually received. The id is also set
+    in `logs.request_id_var` for every line logged while the request is served.
     """
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_body_bytes: int, metrics: Metrics) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,6 +69,7 @@ class RequestContext:
         given = headers.get(b"x-request-id", b"").decode("latin-1")
         request_id = given if 0 < len(given) <= 128 and given.isprintable() else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
+        request_id_var.set(request_id)
         limit = self.max_body_bytes
 
         async def send_with_id(message: Message) -> None:
@@ -76,6 +85,7 @@ class RequestContext:
 
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
+            self.metrics.reject("too_large")
             await _too_large(limit, request_id)(scope, receive, send_with_id)
             return
 
@@ -87,6 +97,7 @@ class RequestContext:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    self.metrics.reject("too_large")
                     # FastAPI lets an HTTPException from body reading through to the
                     # handlers (anything else becomes a generic 400).
                     raise HTTPException(413, f"The body may be at most {limit} bytes.")
@@ -132,8 +143,12 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        watcher = asyncio.create_task(gateway.watch_shutdown())
-        sweeper = asyncio.create_task(_sweep(gateway.store, settings.stream_ttl_s))
+        tasks = [
+            asyncio.create_task(gateway.watch_shutdown()),
+            asyncio.create_task(_sweep(gateway.store, settings.stream_ttl_s)),
+        ]
+        if gateway.limiter.shared:
+            tasks.append(asyncio.create_task(gateway.limiter.keep_alive()))
         try:
             yield
         finally:
@@ -141,10 +156,11 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
             # here, so that their readers get `shutting_down` from the store.
             gateway.drain()
             await gateway.wait_background(settings.drain_s)
-            watcher.cancel()
-            sweeper.cancel()
+            for task in tasks:
+                task.cancel()
             await gateway.provider.aclose()
             await gateway.store.aclose()
+            await gateway.limiter.aclose()
 
     app = FastAPI(
         title="gemini-sse",
@@ -154,7 +170,13 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     )
     app.state.gateway = gateway
     app.include_router(router)
+    # Its routes take no caller yet: the key and the request rate are checked for all of
+    # them here (tokens and streams per key need `gateway.admit`).
+    app.include_router(openai_router, dependencies=[Depends(authorized)])
     app.include_router(streams_router)
+    if settings.metrics:
+        app.include_router(metrics_router)
+    app.include_router(web_router)
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
@@ -162,6 +184,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        gateway.metrics.reject("validation")
         problems = "; ".join(
             f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
             for e in exc.errors()[:5]
@@ -177,14 +200,17 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         info = ErrorInfo(code=code, message=str(exc.detail))
         return error_response(exc.status_code, info, _request_id(request))
 
+    app.add_middleware(
+        RequestContext, max_body_bytes=settings.max_body_bytes, metrics=gateway.metrics
+    )
     if settings.cors_origins:
+        # Outermost (added last), so that browsers can read every error, the body cap's too.
         app.add_middleware(
             CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_credentials=True,
             allow_methods=["GET", "POST", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Last-Event-ID", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Retry-After"],
+            expose_headers=["X-Request-ID", "Retry-After", "WWW-Authenticate"],
         )
-    app.add_middleware(RequestContext, max_body_bytes=settings.max_body_bytes)
     return app

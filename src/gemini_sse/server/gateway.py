@@ -2,25 +2,55 @@
 
 One `Gateway` is built by `create_app(settings)` and hangs off `app.state`; nothing here
 is module-level, so two apps in one process (as in tests) never share anything.
+
+Admission, in order: who is calling and at what rate (`authorize`, for every API route),
+whether the request is within the limits (`model_request`), then whether the gateway and
+the caller have room for one more stream (`admit`). Every refusal is counted by reason in
+the metrics. `finish` closes the books on a generation: metrics, the caller's tokens and
+stream slot, and one `stream finished` log line.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Coroutine
+import time
+from collections.abc import Coroutine, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import anyio
 
 from .._exceptions import RequestRejected
 from .._models import ErrorCode, ErrorInfo, StreamRequest
+from .auth import Caller, KeyRing
+from .metrics import ChunkGaps, Metrics
 from .pipeline import Generation, RetryPolicy, Timeouts
 from .providers import ModelRequest, Provider
+from .ratelimit import Limiter, Slot
 from .settings import Settings
 from .store import StreamStore
 
 logger = logging.getLogger("gemini_sse.gateway")
+
+
+@dataclass(eq=False, slots=True)
+class Run:
+    """What the gateway keeps about one live generation besides the generation itself."""
+
+    caller: Caller | None
+    started: float  # time.monotonic()
+    gaps: ChunkGaps
+    stream_id: str | None = None
+    slot: Slot | None = None
+    answer: list[str] | None = None  # kept only when content is logged
+
+    def token(self, text: str) -> None:
+        """A token is on its way to the client (called once per `token` event)."""
+        self.gaps.tick()
+        if self.answer is not None:
+            self.answer.append(text)
 
 
 class Gateway:
@@ -30,7 +60,11 @@ class Gateway:
         self.settings = settings
         self.provider = provider
         self.store = store
+        self.keys = KeyRing.from_settings(settings)
+        self.limiter = Limiter(settings)
+        self.metrics = Metrics()
         self.live: set[Generation] = set()
+        self.runs: dict[Generation, Run] = {}
         # Resumable streams produced by this process, by stream id.
         self.detached: dict[str, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -49,8 +83,36 @@ class Gateway:
 
     # --- admission --------------------------------------------------------------------
 
+    @contextlib.contextmanager
+    def _counting(self, reason: str | None = None) -> Iterator[None]:
+        """Count a refusal raised in the block (`reason`; else by its status code)."""
+        try:
+            yield
+        except RequestRejected as exc:
+            self.metrics.reject(reason or ("too_large" if exc.status_code == 413 else "validation"))
+            raise
+
+    async def authorize(self, authorization: str | None, client: str | None) -> Caller:
+        """Who is calling, within its requests a minute; raise 401 or 429 otherwise.
+
+        With API keys the caller is the key (by id); without, the client's address.
+        """
+        if self.keys:
+            with self._counting("auth"):
+                key_id = self.keys.authenticate(authorization)
+            caller = Caller(id=f"key:{key_id}", key_id=key_id)
+        else:
+            caller = Caller(id=f"ip:{client or 'unknown'}")
+        with self._counting("rate_limit"):
+            await self.limiter.check_request(caller)
+        return caller
+
     def model_request(self, body: StreamRequest) -> ModelRequest:
         """Check a request against the limits; raise `RequestRejected` if it breaks one."""
+        with self._counting():
+            return self._model_request(body)
+
+    def _model_request(self, body: StreamRequest) -> ModelRequest:
         s = self.settings
         turns = body.conversation()
         if not turns:
@@ -90,26 +152,72 @@ class Gateway:
             simulation=body.simulation,
         )
 
+    async def admit(
+        self,
+        request: ModelRequest,
+        *,
+        caller: Caller | None,
+        separators: bool | None,
+        request_id: str | None,
+        stream_id: str | None = None,
+    ) -> Generation:
+        """Start one generation for `caller` if the gateway and the caller have room.
+
+        Raises 503 `overloaded` / `shutting_down`, or 429 `too_many_requests` when the
+        caller has used its tokens for the minute or runs as many streams as allowed.
+        """
+        self._check_capacity()
+        slot = None
+        if caller is not None and self.limiter.enabled:
+            with self._counting("rate_limit"):
+                await self.limiter.check_tokens(caller)
+                slot = await self.limiter.acquire_stream(caller)
+        try:
+            return self._launch(request, separators, request_id, caller, slot, stream_id)
+        except RequestRejected:  # the gateway filled up while we asked Redis
+            if slot is not None and caller is not None:
+                self.spawn(self.limiter.settle(caller, slot, 0))
+            raise
+
     def start(
         self, request: ModelRequest, *, separators: bool | None, request_id: str | None
     ) -> Generation:
-        """Admit one generation, or raise 503 `overloaded` / `shutting_down`."""
-        if self.draining:
-            raise RequestRejected.of(
-                503,
-                ErrorCode.SHUTTING_DOWN,
-                "The gateway is shutting down; retry shortly.",
-                retryable=True,
-                retry_after=1,
-            )
-        if len(self.live) >= self.settings.max_streams:
-            raise RequestRejected.of(
-                503,
-                ErrorCode.OVERLOADED,
-                "The gateway is serving as many streams as it can; retry shortly.",
-                retryable=True,
-                retry_after=1,
-            )
+        """Start one generation without a caller's limits; raise 503 if there is no room.
+
+        For code that cannot await; routes with a caller use `admit`.
+        """
+        return self._launch(request, separators, request_id, None, None, None)
+
+    def _check_capacity(self) -> None:
+        """Raise 503 `shutting_down` or `overloaded` if no generation can start now."""
+        with self._counting("overload"):
+            if self.draining:
+                raise RequestRejected.of(
+                    503,
+                    ErrorCode.SHUTTING_DOWN,
+                    "The gateway is shutting down; retry shortly.",
+                    retryable=True,
+                    retry_after=1,
+                )
+            if len(self.live) >= self.settings.max_streams:
+                raise RequestRejected.of(
+                    503,
+                    ErrorCode.OVERLOADED,
+                    "The gateway is serving as many streams as it can; retry shortly.",
+                    retryable=True,
+                    retry_after=1,
+                )
+
+    def _launch(
+        self,
+        request: ModelRequest,
+        separators: bool | None,
+        request_id: str | None,
+        caller: Caller | None,
+        slot: Slot | None,
+        stream_id: str | None,
+    ) -> Generation:
+        self._check_capacity()
         generation = Generation(
             self.provider,
             request,
@@ -119,23 +227,65 @@ class Gateway:
             request_id=request_id,
         )
         self.live.add(generation)
+        self.runs[generation] = Run(
+            caller,
+            time.monotonic(),
+            ChunkGaps(),
+            stream_id=stream_id,
+            slot=slot,
+            answer=[] if self.settings.log_content else None,
+        )
+        self.metrics.stream_started(request.model, self.provider.name)
         return generation
 
+    def run_of(self, generation: Generation) -> Run | None:
+        """The bookkeeping of a live generation (None once it has finished)."""
+        return self.runs.get(generation)
+
     def finish(self, generation: Generation) -> None:
-        """Forget a generation (idempotent)."""
-        if generation in self.live:
-            self.live.discard(generation)
-            logger.info(
-                "stream finished",
-                extra={
-                    "request_id": generation.request_id,
-                    "model": generation.request.model,
-                    "provider": self.provider.name,
-                    "outcome": generation.outcome,
-                    "chunks": generation.chunks,
-                    "ttft_ms": None if generation.ttft_s is None else generation.ttft_s * 1000,
-                },
-            )
+        """Close the books on a generation: metrics, the caller's limits, the log line.
+
+        Idempotent: only the first call for a generation counts.
+        """
+        if generation not in self.live:
+            return
+        self.live.discard(generation)
+        run = self.runs.pop(generation)
+        duration_s = time.monotonic() - run.started
+        # No outcome: the generation never ran (a HEAD request, a failed store).
+        outcome = generation.outcome or "not_started"
+        usage = generation.usage
+        output_tokens = usage.output_tokens if usage is not None else 0
+        model = generation.request.model
+        self.metrics.stream_finished(
+            model,
+            self.provider.name,
+            outcome=outcome,
+            ttft_s=generation.ttft_s,
+            duration_s=duration_s,
+            chunks=generation.chunks,
+            output_tokens=output_tokens,
+            gaps=run.gaps,
+        )
+        if run.caller is not None and self.limiter.enabled and (run.slot or output_tokens):
+            self.spawn(self.limiter.settle(run.caller, run.slot, output_tokens))
+        line: dict[str, object] = {
+            "request_id": generation.request_id,
+            "stream_id": run.stream_id,
+            "key_id": run.caller.key_id if run.caller is not None else None,
+            "model": model,
+            "provider": self.provider.name,
+            "outcome": outcome,
+            "ttft_ms": None if generation.ttft_s is None else round(generation.ttft_s * 1000, 1),
+            "duration_ms": round(duration_s * 1000, 1),
+            "chunks": generation.chunks,
+            "input_tokens": usage.input_tokens if usage is not None else None,
+            "output_tokens": output_tokens if usage is not None else None,
+        }
+        if run.answer is not None:
+            line["messages"] = [m.model_dump() for m in generation.request.messages]
+            line["answer"] = "".join(run.answer)
+        logger.info("stream finished", extra=line)
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background, holding on to it until it ends."""

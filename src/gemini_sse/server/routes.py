@@ -6,17 +6,20 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
 
-from .._models import ErrorBody, Fault, SimulationOptions, StreamRequest
+from .._models import ErrorBody, Fault, SimulationOptions, StreamRequest, TokenEvent
+from .auth import Caller, secret_matches, unauthorized
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
 
 router = APIRouter()
+# Served unless GEMINI_SSE_METRICS=false; app.py decides.
+metrics_router = APIRouter()
 
 
 def get_gateway(request: Request) -> Gateway:
@@ -31,12 +34,29 @@ def request_id_of(request: Request) -> str | None:
 
 GatewayDep = Annotated[Gateway, Depends(get_gateway)]
 
+
+async def authorized(request: Request, gateway: GatewayDep) -> Caller:
+    """The caller of an API route: its key checked (when keys are set), its request counted.
+
+    Also in `request.state` (`caller`, `key_id`) for code that does not declare it.
+    """
+    client = request.client.host if request.client is not None else None
+    caller = await gateway.authorize(request.headers.get("authorization"), client)
+    request.state.caller = caller
+    request.state.key_id = caller.key_id
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(authorized)]
+
 _ERRORS: dict[int | str, dict[str, object]] = {
     status: {"model": ErrorBody, "description": description}
     for status, description in (
         (400, "Model not allowed"),
+        (401, "API key missing or not valid"),
         (413, "Request too large"),
         (422, "Invalid request"),
+        (429, "Over the caller's requests, tokens or streams (see Retry-After)"),
         (503, "Overloaded or shutting down (see Retry-After)"),
     )
 }
@@ -51,6 +71,7 @@ _SSE_RESPONSE: dict[int | str, dict[str, object]] = {
 
 async def _sse_body(gateway: Gateway, generation: Generation) -> AsyncIterator[bytes]:
     retry_ms = gateway.settings.retry_hint_ms
+    run = gateway.run_of(generation)
     try:
         # aclosing: when the response stops early (disconnect, send timeout), the
         # pipeline and the provider call under it are closed now, not at garbage collection.
@@ -58,18 +79,23 @@ async def _sse_body(gateway: Gateway, generation: Generation) -> AsyncIterator[b
             event_id = 0
             async for event in events:
                 event_id += 1
+                if type(event) is TokenEvent and run is not None:
+                    run.token(event.text)
                 yield encode_sse(event_id, event, retry_ms=retry_hint(event, retry_ms))
     finally:
         gateway.finish(generation)
 
 
 def event_stream(
-    gateway: Gateway, generation: Generation, request_id: str | None
+    gateway: Gateway,
+    generation: Generation,
+    request_id: str | None,
+    body: AsyncIterator[bytes] | None = None,
 ) -> EventSourceResponse:
-    """The SSE response for one generation."""
+    """The SSE response for one generation; `body` replaces our typed events (OpenAI's)."""
     s = gateway.settings
     return EventSourceResponse(
-        _sse_body(gateway, generation),
+        _sse_body(gateway, generation) if body is None else body,
         headers={"X-Request-ID": request_id} if request_id else None,
         ping=s.heartbeat_s,
         ping_message_factory=lambda: ServerSentEvent(comment="ping"),
@@ -89,11 +115,13 @@ def event_stream(
     summary="Stream an answer as typed server-sent events",
 )
 async def post_stream(
-    body: StreamRequest, request: Request, gateway: GatewayDep
+    body: StreamRequest, request: Request, gateway: GatewayDep, caller: CallerDep
 ) -> EventSourceResponse:
     request_id = request_id_of(request)
     model_request = gateway.model_request(body)
-    generation = gateway.start(model_request, separators=body.separators, request_id=request_id)
+    generation = await gateway.admit(
+        model_request, caller=caller, separators=body.separators, request_id=request_id
+    )
     return event_stream(gateway, generation, request_id)
 
 
@@ -102,10 +130,14 @@ async def post_stream(
     response_class=EventSourceResponse,
     responses=_SSE_RESPONSE,
     summary="Stream an answer to one message (for EventSource, which can only GET)",
+    description="With API keys configured this route needs `Authorization` like any other, "
+    "which EventSource cannot send: browsers then use `POST /v1/streams` and read its "
+    "`events_url`.",
 )
 async def get_stream(
     request: Request,
     gateway: GatewayDep,
+    caller: CallerDep,
     message: Annotated[str, Query(description="The user's message.")],
     model: str | None = None,
     separators: bool | None = None,
@@ -123,7 +155,7 @@ async def get_stream(
     body = StreamRequest.model_validate(
         {"messages": messages, "model": model, "separators": separators, "simulation": simulation}
     )
-    return await post_stream(body, request, gateway)
+    return await post_stream(body, request, gateway, caller)
 
 
 @router.get("/healthz", summary="Liveness, and which provider serves")
@@ -144,3 +176,23 @@ async def readyz(gateway: GatewayDep) -> JSONResponse:
         body = {"error": {"code": "shutting_down", "message": "draining", "retryable": True}}
         return JSONResponse(body, status_code=503)
     return JSONResponse({"status": "ready"})
+
+
+@metrics_router.get(
+    "/metrics",
+    response_class=Response,
+    responses={
+        200: {"content": {"text/plain": {}}, "description": "Prometheus text format"},
+        401: {"model": ErrorBody, "description": "GEMINI_SSE_METRICS_API_KEY is set"},
+    },
+    summary="Prometheus metrics",
+)
+async def metrics(request: Request, gateway: GatewayDep) -> Response:
+    expected = gateway.settings.metrics_api_key
+    if expected is not None and not secret_matches(
+        request.headers.get("authorization"), expected.get_secret_value()
+    ):
+        gateway.metrics.reject("auth")
+        raise unauthorized("Metrics need `Authorization: Bearer <GEMINI_SSE_METRICS_API_KEY>`.")
+    body, content_type = gateway.metrics.render()
+    return Response(body, media_type=content_type)

@@ -3,25 +3,64 @@
 from __future__ import annotations
 
 import gc
-import logging
+import resource
 
 import uvicorn
+from uvicorn.config import HTTPProtocolType, LoopFactoryType
 
 from .app import create_app
+from .logs import configure_logging
 from .settings import Settings
 
+# The cyclic collector while serving: a young collection every 50,000 container
+# allocations instead of 700, the middle one every 20 of those, a full one every 10 of
+# those at most (and only once a quarter of the heap is new: CPython's own rule). Every
+# open stream holds its chunks until it ends (langchain-core keeps them to merge), so a
+# full collection walks every stream's chunks: at 1,000-2,000 streams CPython's default
+# thresholds ran 19-28 of them in one benchmark run, up to 0.8 s each, and cost 70 us
+# of CPU per token (docs/benchmarks.md, "Garbage collection"). Most garbage here has no
+# cycles and is freed by reference counting; the rest waits at most a few seconds.
+GC_THRESHOLDS = (50_000, 20, 10)
 
-def serve(settings: Settings) -> None:
-    """Serve until SIGINT/SIGTERM; streams then get `shutting_down` and `drain_s` to end."""
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+
+def prepare_process() -> None:
+    """Set the process up for many long streams: file descriptors and the collector.
+
+    Call it last before serving: what exists by then lives as long as the process.
+    """
+    # One socket per stream: lift the soft limit on open files to the hard one.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Everything imported so far lives as long as the process: keep it out of the
+    # collector's passes (measured: p99 gap between tokens ~90 ms -> ~25 ms).
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def serve(
+    settings: Settings,
+    *,
+    loop: LoopFactoryType = "asyncio",
+    http: HTTPProtocolType = "h11",
+) -> None:
+    """Serve until SIGINT/SIGTERM; streams then get `shutting_down` and `drain_s` to end.
+
+    asyncio + h11 by default, not uvicorn's "auto" (uvloop + httptools when installed):
+    see docs/benchmarks.md, "Event loop and HTTP parser".
+    """
+    configure_logging(settings)
     app = create_app(settings)
     config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
+        # uvicorn's loggers go to our handler (JSON or text; docs/operations.md), not its own.
+        log_config=None,
+        loop=loop,
+        http=http,
         # sse-starlette ends streams within `drain_s` of the signal; uvicorn waits a
         # little longer for their connections before closing them.
         timeout_graceful_shutdown=int(settings.drain_s) + 2,
@@ -29,8 +68,5 @@ def serve(settings: Settings) -> None:
         proxy_headers=False,
     )
     server = uvicorn.Server(config)
-    # Everything imported so far lives as long as the process: keep it out of the
-    # cyclic collector's full passes, which otherwise stall every stream under load.
-    gc.collect()
-    gc.freeze()
+    prepare_process()
     server.run()

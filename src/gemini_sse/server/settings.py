@@ -5,9 +5,10 @@ The variable names are a public interface: operators' scripts set them. Never re
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .._models import Fault
@@ -28,6 +29,7 @@ def _split_commas(value: object) -> object:
 
 
 CommaList = Annotated[list[str], NoDecode]
+SecretList = Annotated[list[SecretStr], NoDecode]
 
 
 class Settings(BaseSettings):
@@ -82,6 +84,22 @@ class Settings(BaseSettings):
     # --- browsers -------------------------------------------------------------------------
     cors_origins: CommaList = Field(default_factory=list)
 
+    # --- operations: who may call, how much, and what is recorded (docs/operations.md) ---
+    # API keys (comma-separated) and/or a file of them, one a line. None: no key needed.
+    api_keys: SecretList = Field(default_factory=list)
+    api_keys_file: Path | None = None
+    # Per caller (key, or client address without keys); 0: no limit.
+    rate_limit_rpm: int = Field(default=0, ge=0)
+    max_streams_per_key: int = Field(default=0, ge=0)
+    tokens_per_minute: int = Field(default=0, ge=0)
+    # `GET /metrics` in Prometheus format; open unless a scrape key is set.
+    metrics: bool = True
+    metrics_api_key: SecretStr | None = None
+    # `auto`: JSON lines unless stderr is a terminal.
+    log_format: Literal["auto", "json", "text"] = "auto"
+    # Prompts and answers in logs (and query strings in access logs): off, they are private.
+    log_content: bool = False
+
     # --- the simulated model (provider `fake`) --------------------------------------------
     fake_chunks: int = Field(default=20, ge=0)
     fake_chunk_chars: int = Field(default=12, ge=1)
@@ -109,7 +127,7 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(default=2, ge=0)
     upstream_retry_budget_s: float = Field(default=10.0, ge=0)
 
-    @field_validator("models", "cors_origins", mode="before")
+    @field_validator("models", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_commas(value)

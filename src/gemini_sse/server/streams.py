@@ -3,6 +3,11 @@
 `POST /v1/streams` starts a generation whose events go to the store (memory or Redis);
 `GET /v1/streams/{id}/events` replays them after `Last-Event-ID` and follows the rest,
 on any replica; `DELETE` cancels; `GET /v1/streams/{id}` tells the status.
+
+With API keys, a stream belongs to the key that created it. Reading its events needs no
+key, because EventSource cannot send one: the unguessable, short-lived id is the
+capability. Status and cancel need the owner's key; any other key is told the stream
+does not exist, so that ids cannot be probed.
 """
 
 from __future__ import annotations
@@ -21,11 +26,21 @@ from pydantic import BaseModel
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from .._exceptions import RequestRejected
-from .._models import DoneEvent, ErrorBody, ErrorCode, ErrorEvent, ErrorInfo, StreamRequest, Usage
+from .._models import (
+    DoneEvent,
+    ErrorBody,
+    ErrorCode,
+    ErrorEvent,
+    ErrorInfo,
+    StreamRequest,
+    TokenEvent,
+    Usage,
+)
+from .auth import Caller
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
-from .routes import GatewayDep, request_id_of
+from .routes import CallerDep, GatewayDep, request_id_of
 from .store import Frame, Status, StreamInfo, StreamStore
 
 logger = logging.getLogger("gemini_sse.streams")
@@ -65,10 +80,13 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
     event_id = 0
     stored_bytes = 0
     lease = asyncio.create_task(_keep_lease(store, stream_id, generation, s.stream_lease_s))
+    run = gateway.run_of(generation)
     ended = False
     try:
         async with contextlib.aclosing(generation.events()) as events:
             async for event in events:
+                if type(event) is TokenEvent and run is not None:
+                    run.token(event.text)
                 terminal = isinstance(event, DoneEvent | ErrorEvent)
                 if not terminal and (
                     event_id + 1 >= s.stream_max_events or stored_bytes >= s.stream_max_bytes
@@ -132,6 +150,13 @@ def _status_of(event: DoneEvent | ErrorEvent) -> Status:
     return "cancelled" if event.code == ErrorCode.CANCELLED else "error"
 
 
+def _visible(info: StreamInfo | None, caller: Caller) -> StreamInfo | None:
+    """The stream if this caller may see it: its owner's key, or keys were not in use."""
+    if info is None or info.owner is None or caller.key_id is None:
+        return info
+    return info if info.owner == caller.key_id else None
+
+
 def _not_found(stream_id: str) -> RequestRejected:
     return RequestRejected.of(
         404, ErrorCode.NOT_FOUND, f"No stream {stream_id!r}: it never existed or has expired."
@@ -143,23 +168,31 @@ def _not_found(stream_id: str) -> RequestRejected:
     status_code=201,
     responses={
         400: {"model": ErrorBody},
+        401: {"model": ErrorBody},
         413: {"model": ErrorBody},
         422: {"model": ErrorBody},
+        429: {"model": ErrorBody},
         503: {"model": ErrorBody},
     },
     summary="Start a generation that outlives the connection",
 )
-async def create_stream(body: StreamRequest, request: Request, gateway: GatewayDep) -> JSONResponse:
+async def create_stream(
+    body: StreamRequest, request: Request, gateway: GatewayDep, caller: CallerDep
+) -> JSONResponse:
     model_request = gateway.model_request(body)
-    generation = gateway.start(
-        model_request, separators=body.separators, request_id=request_id_of(request)
-    )
     stream_id = new_stream_id()
+    generation = await gateway.admit(
+        model_request,
+        caller=caller,
+        separators=body.separators,
+        request_id=request_id_of(request),
+        stream_id=stream_id,
+    )
     now = time.time()
     info = StreamInfo(
         id=stream_id,
         model=model_request.model,
-        owner=getattr(request.state, "key_id", None),
+        owner=caller.key_id,
         created_at=now,
         expires_at=now + gateway.settings.total_timeout_s + gateway.settings.stream_ttl_s,
     )
@@ -203,6 +236,8 @@ async def _frames(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
         404: {"model": ErrorBody, "description": "Unknown or expired stream, to other clients."},
     },
     summary="Read a stream from where the reader left off",
+    description="Needs no API key: the stream id, returned only to the key that created "
+    "it, is the capability to read it (EventSource cannot send headers).",
 )
 async def stream_events(
     stream_id: str,
@@ -243,11 +278,11 @@ async def stream_events(
 @router.get(
     "/{stream_id}",
     response_model=StreamStatus,
-    responses={404: {"model": ErrorBody}},
+    responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     summary="A stream's status, event count and usage",
 )
-async def stream_status(stream_id: str, gateway: GatewayDep) -> StreamStatus:
-    info = await gateway.store.info(stream_id)
+async def stream_status(stream_id: str, gateway: GatewayDep, caller: CallerDep) -> StreamStatus:
+    info = _visible(await gateway.store.info(stream_id), caller)
     if info is None:
         raise _not_found(stream_id)
     return StreamStatus(
@@ -265,13 +300,15 @@ async def stream_status(stream_id: str, gateway: GatewayDep) -> StreamStatus:
     "/{stream_id}",
     status_code=202,
     response_model=StreamStatus,
-    responses={404: {"model": ErrorBody}},
+    responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     summary="Cancel a running stream",
 )
-async def cancel_stream(stream_id: str, gateway: GatewayDep) -> StreamStatus:
+async def cancel_stream(stream_id: str, gateway: GatewayDep, caller: CallerDep) -> StreamStatus:
+    if _visible(await gateway.store.info(stream_id), caller) is None:
+        raise _not_found(stream_id)
     generation = gateway.detached.get(stream_id)
     if generation is not None:
         generation.interrupt(_cancelled())
     elif not await gateway.store.request_cancel(stream_id):
         raise _not_found(stream_id)
-    return await stream_status(stream_id, gateway)
+    return await stream_status(stream_id, gateway, caller)

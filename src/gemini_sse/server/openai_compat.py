@@ -1,0 +1,361 @@
+"""OpenAI-compatible routes: a second wire format over the same pipeline.
+
+`POST /v1/chat/completions` turns OpenAI's request into the gateway's own, admits it and
+runs one `Generation` as `/v1/stream` does (keys and limits, timeouts, retries,
+cancellation on disconnect, drain on shutdown), then encodes its events as a `chat.completion.chunk`
+stream (`ChunkEncoder`) or as one `chat.completion`. `GET /v1/models` lists the allow-list.
+Errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
+gateway's stable code in `code` and the HTTP status OpenAI's SDKs turn into their own
+exception classes. The SDKs read the stream as in openai-python's `_streaming.py`.
+
+Deliberate differences from OpenAI's service:
+- The response starts once the answer's first event is known, so a failure before any
+  text is an HTTP error (`openai.RateLimitError`, ...), never a 200 stream holding one error.
+- A failure after some text is one `data: {"error": ...}` line, and the stream ends
+  without `data: [DONE]`: the SDKs raise `APIError` on it, and a reader that waits for
+  `[DONE]` rightly sees an incomplete answer.
+- Heartbeats are SSE comments (`: ping`), which SSE readers skip.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from fastapi import APIRouter, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
+from starlette.exceptions import HTTPException
+from starlette.types import Receive, Scope, Send
+
+from .._exceptions import RequestRejected
+from .._models import DoneEvent, ErrorCode, ErrorEvent, ErrorInfo, TokenEvent
+from .gateway import Gateway
+from .openai_models import (
+    AssistantMessage,
+    ChatCompletion,
+    ChatCompletionRequest,
+    Choice,
+    ModelCard,
+    ModelList,
+    OpenAIErrorBody,
+    completion_usage,
+    error_detail,
+    finish_reason,
+    invalid_request,
+    status_and_type,
+)
+from .pipeline import Generation, PipelineEvent
+from .routes import CallerDep, GatewayDep, event_stream, request_id_of
+
+T = TypeVar("T")
+
+# --- errors -----------------------------------------------------------------------------
+
+
+def openai_error(info: ErrorInfo, status_code: int = 500, param: str | None = None) -> JSONResponse:
+    """OpenAI's error response for `info`; `status_code` serves codes without a mapping."""
+    status, _ = status_and_type(info, status_code)
+    # openai-python and openai-node obey `x-should-retry` over their status-based rules,
+    # so our `retryable` decides, e.g. no retries of a 502 `upstream_auth`.
+    headers = {"x-should-retry": "true" if info.retryable else "false"}
+    if info.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(info.retry_after)))
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"  # RFC 6750 section 3
+    body = {"error": error_detail(info, param)}
+    return JSONResponse(body, status_code=status, headers=headers)
+
+
+class OpenAIRoute(APIRoute):
+    """A route whose errors before the response take OpenAI's shape instead of ours."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                request.app.state.gateway.metrics.reject("validation")
+                info, param = invalid_request(exc.errors())
+                return openai_error(info, 400, param)
+            except RequestRejected as exc:
+                return openai_error(exc.info, exc.status_code)
+            except HTTPException as exc:  # the body cap, raised while the body is read
+                code = {413: ErrorCode.PAYLOAD_TOO_LARGE, 404: ErrorCode.NOT_FOUND}.get(
+                    exc.status_code, ErrorCode.INVALID_REQUEST
+                )
+                return openai_error(ErrorInfo(code=code, message=str(exc.detail)), exc.status_code)
+
+        return handle
+
+
+# --- encoding ---------------------------------------------------------------------------
+
+# json.dumps escapes non-ASCII by default, so U+2028/U+2029 and CR cannot split a line.
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+
+
+class ChunkEncoder:
+    """Pipeline events to the `data:` lines of one OpenAI chat completion stream.
+
+    Pure, like `encode_sse`: an event in, bytes out. What every chunk repeats (id,
+    created, model) is serialised once; a token costs one `json` string encoding.
+    """
+
+    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
+        self._head = (
+            f'data: {{"id":{_dumps(completion_id)},"object":"chat.completion.chunk",'
+            f'"created":{created},"model":{_dumps(model)},'
+        )
+        self._delta = self._head + '"choices":[{"index":0,"delta":{'
+        self._include_usage = include_usage
+        self._role_sent = False
+
+    def encode(self, event: PipelineEvent) -> bytes:
+        if type(event) is TokenEvent:
+            return self._choice('"content":' + _dumps(event.text), "null")
+        if isinstance(event, DoneEvent):
+            return self._end(event)
+        if isinstance(event, ErrorEvent):
+            if event.code == ErrorCode.CONTENT_BLOCKED and self._role_sent:
+                return self._end(event)
+            return f"data: {_dumps({'error': error_detail(event.info)})}\n\n".encode()
+        return b""  # separators have no place in this format
+
+    def _choice(self, delta: str, finish: str) -> bytes:
+        if not self._role_sent:
+            self._role_sent = True
+            delta = '"role":"assistant"' + ("," + delta if delta else "")
+        tail = '},"logprobs":null,"finish_reason":' + finish + "}]}\n\n"
+        return (self._delta + delta + tail).encode()
+
+    def _end(self, end: DoneEvent | ErrorEvent) -> bytes:
+        # OpenAI's last choice chunk has an empty delta; the usage chunk has no choices.
+        out = self._choice("", _dumps(finish_reason(end)))
+        if self._include_usage:
+            usage = completion_usage(end.usage)
+            usage_json = "null" if usage is None else usage.model_dump_json()
+            out += f'{self._head}"choices":[],"usage":{usage_json}}}\n\n'.encode()
+        return out + b"data: [DONE]\n\n"
+
+
+# --- one completion -----------------------------------------------------------------------
+
+# How long a stream that ends early waits for its generation to let go of the model.
+_CLEANUP_S = 5.0
+
+
+async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[T]]) -> T | None:
+    """`work()`, or None as soon as the client disconnects."""
+    result: T | None = None
+
+    async def watch(scope: anyio.CancelScope) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        scope.cancel()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(watch, tg.cancel_scope)
+        result = await work()
+        tg.cancel_scope.cancel()
+    return result
+
+
+class _Completion(Response):
+    """Runs one generation and answers once enough of it is known.
+
+    The generation runs in a task of its own from its first event to its last: the
+    pipeline's clock belongs to the task that iterates it, and sse-starlette iterates a
+    body in a task of its own. So the first event can be awaited here, before a status
+    line is chosen, and the rest streamed from there.
+    """
+
+    def __init__(
+        self, gateway: Gateway, generation: Generation, *, stream: bool, include_usage: bool
+    ) -> None:
+        super().__init__()
+        self.gateway = gateway
+        self.generation = generation
+        self.stream = stream
+        self.include_usage = include_usage
+        self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        self.created = int(time.time())
+        self._run = gateway.run_of(generation)
+        self._producer = anyio.CancelScope()
+        self._produced = anyio.Event()
+        self._ended = False  # the terminal event has been taken
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        sender, receiver = anyio.create_memory_object_stream[PipelineEvent]()
+        try:
+            with sender, receiver:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(self._produce, sender)
+                    response = await self._respond(receiver, receive)
+                    if response is not None:
+                        await response(scope, receive, send)
+                    if not self._ended:
+                        self._producer.cancel()
+        finally:
+            self.gateway.finish(self.generation)
+
+    async def _produce(self, sender: MemoryObjectSendStream[PipelineEvent]) -> None:
+        try:
+            with self._producer:
+                async with contextlib.aclosing(self.generation.events()) as events:
+                    async for event in events:
+                        await sender.send(event)
+        finally:
+            self.gateway.finish(self.generation)
+            self._produced.set()
+
+    async def _next(self, receiver: MemoryObjectReceiveStream[PipelineEvent]) -> PipelineEvent:
+        event = await receiver.receive()
+        if type(event) is TokenEvent and self._run is not None:
+            self._run.token(event.text)
+        elif isinstance(event, DoneEvent | ErrorEvent):
+            self._ended = True
+        return event
+
+    async def _respond(
+        self, receiver: MemoryObjectReceiveStream[PipelineEvent], receive: Receive
+    ) -> Response | None:
+        """The response, once enough of the answer is known; None if the client left."""
+        if self.stream:
+            first = await _unless_disconnected(receive, lambda: self._next(receiver))
+            if first is None:
+                return None
+            if isinstance(first, ErrorEvent):
+                return openai_error(first.info)
+            body = self._chunks(first, receiver)
+            return event_stream(self.gateway, self.generation, self.generation.request_id, body)
+        collected = await _unless_disconnected(receive, lambda: self._collect(receiver))
+        return None if collected is None else self._completion(*collected)
+
+    async def _chunks(
+        self, first: PipelineEvent, receiver: MemoryObjectReceiveStream[PipelineEvent]
+    ) -> AsyncIterator[bytes]:
+        encoder = ChunkEncoder(
+            self.completion_id, self.created, self.generation.request.model, self.include_usage
+        )
+        event = first
+        try:
+            while True:
+                if data := encoder.encode(event):
+                    yield data
+                if self._ended:
+                    return
+                event = await self._next(receiver)
+        finally:
+            if not self._ended:  # the client left: stop the model before the slot is freed
+                self._producer.cancel()
+                with anyio.move_on_after(_CLEANUP_S, shield=True):
+                    await self._produced.wait()
+
+    async def _collect(
+        self, receiver: MemoryObjectReceiveStream[PipelineEvent]
+    ) -> tuple[str, DoneEvent | ErrorEvent]:
+        parts: list[str] = []
+        while True:
+            event = await self._next(receiver)
+            if isinstance(event, TokenEvent):
+                parts.append(event.text)
+            elif isinstance(event, DoneEvent | ErrorEvent):
+                return "".join(parts), event
+
+    def _completion(self, text: str, end: DoneEvent | ErrorEvent) -> Response:
+        # Withheld after some text: OpenAI's answer is the text so far, `content_filter`.
+        if isinstance(end, ErrorEvent) and not (end.code == ErrorCode.CONTENT_BLOCKED and text):
+            return openai_error(end.info)
+        completion = ChatCompletion(
+            id=self.completion_id,
+            created=self.created,
+            model=self.generation.request.model,
+            choices=[
+                Choice(message=AssistantMessage(content=text), finish_reason=finish_reason(end))
+            ],
+            usage=completion_usage(end.usage),
+        )
+        return JSONResponse(completion.model_dump(mode="json"))
+
+
+# --- routes -------------------------------------------------------------------------------
+
+router = APIRouter(route_class=OpenAIRoute, tags=["OpenAI-compatible"])
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": OpenAIErrorBody, "description": description}
+    for status, description in (
+        (400, "Invalid or unsupported request"),
+        (404, "Model not served here"),
+        (413, "Request too large"),
+        (429, "The model's rate limit (see Retry-After)"),
+        (503, "Overloaded, shutting down or model unavailable (see Retry-After)"),
+    )
+}
+
+
+@router.post(
+    "/v1/chat/completions",
+    response_model=None,
+    responses={
+        200: {
+            "model": ChatCompletion,
+            "description": "A `chat.completion`, or with `stream: true` an event stream of "
+            "`chat.completion.chunk` objects ending in `[DONE]`.",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **_ERRORS,
+    },
+    summary="Chat completions, as OpenAI's API serves them",
+)
+async def create_chat_completion(
+    body: ChatCompletionRequest, request: Request, gateway: GatewayDep, caller: CallerDep
+) -> Response:
+    refused = body.refusal()
+    limit = gateway.settings.max_output_tokens
+    if refused is None and (asked := body.max_output_tokens()) is not None and asked > limit:
+        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
+        refused = param, f"`{param}` may be at most {limit}."
+    if refused is not None:
+        gateway.metrics.reject("validation")
+        info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=refused[1])
+        return openai_error(info, 400, refused[0])
+    model_request = gateway.model_request(body.to_stream_request())
+    generation = await gateway.admit(
+        model_request, caller=caller, separators=False, request_id=request_id_of(request)
+    )
+    stream = bool(body.stream)
+    include_usage = stream and bool(body.stream_options and body.stream_options.include_usage)
+    return _Completion(gateway, generation, stream=stream, include_usage=include_usage)
+
+
+def _card(gateway: Gateway, model: str) -> ModelCard:
+    return ModelCard(id=model, owned_by=gateway.provider.name)
+
+
+@router.get("/v1/models", summary="The models served here, as OpenAI lists them")
+async def list_models(gateway: GatewayDep) -> ModelList:
+    return ModelList(data=[_card(gateway, m) for m in gateway.settings.allowed_models()])
+
+
+@router.get(
+    "/v1/models/{model_id:path}",
+    responses={404: _ERRORS[404]},
+    summary="One model served here",
+)
+async def retrieve_model(model_id: str, gateway: GatewayDep) -> ModelCard:
+    if model_id not in gateway.settings.allowed_models():
+        raise RequestRejected.of(
+            404, ErrorCode.MODEL_NOT_ALLOWED, f"Model {model_id!r} is not served here."
+        )
+    return _card(gateway, model_id)

@@ -1,0 +1,86 @@
+"""Gemini through LangChain's `ChatGoogleGenerativeAI` (the google-genai SDK, REST + SSE).
+
+One provider, two backends:
+
+- with `GEMINI_SSE_GENAI_API_KEY`: the Gemini Developer API, authenticated by the key;
+- otherwise: Vertex AI (`vertexai=True`) in the project and location of the `vertex`
+  settings, authenticated by Application Default Credentials.
+
+Either way the model posts to `...:streamGenerateContent?alt=sse` and reads the server-sent
+events as they arrive; `GEMINI_SSE_GENAI_BASE_URL` points it at another host.
+
+Deliberate deviations from the defaults:
+
+- `max_retries=1`: the SDK counts *attempts*, so 1 is a single try (0 once meant "the
+  SDK default of 5" and is avoided for that reason). The gateway owns retry policy.
+- No `timeout=`: the pipeline owns first-token, idle and total timeouts.
+- A blocked prompt (`promptFeedback.blockReason`) arrives as an empty chunk carrying
+  `prompt_feedback`; it is marked `finish_reason="SAFETY"` so the pipeline reports
+  `content_blocked` for the same reason it does for a blocked answer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+from langchain_core.messages import AIMessageChunk
+
+# Imported with this module, when the provider is chosen at startup: inside a request
+# the import (about a second) would stall the event loop.
+from langchain_google_genai import ChatGoogleGenerativeAI
+from pydantic import SecretStr
+
+from ..settings import Settings
+from .base import LangChainProvider, ModelRequest
+
+
+class GenAIProvider(LangChainProvider):
+    """The `genai` provider: `ChatGoogleGenerativeAI` on the Gemini API or Vertex AI."""
+
+    name = "genai"
+
+    def __init__(self, settings: Settings, *, project: str | None) -> None:
+        super().__init__()
+        self.settings = settings
+        self.project = project
+        if settings.genai_api_key is None and project is None:
+            raise ValueError(
+                "The genai provider needs GEMINI_SSE_GENAI_API_KEY (Gemini API) or a "
+                "Google Cloud project (GEMINI_SSE_VERTEX_PROJECT or GOOGLE_CLOUD_PROJECT)."
+            )
+        self.chat_model(settings.model)  # configuration errors show at startup
+
+    def build_model(self, model: str) -> BaseChatModel:
+        s = self.settings
+        options: dict[str, Any] = {"model": model, "max_retries": 1}
+        if s.genai_base_url:
+            options["base_url"] = s.genai_base_url
+        if s.genai_api_key is not None:
+            options |= {"vertexai": False, "google_api_key": SecretStr(s.genai_api_key)}
+        else:
+            # Vertex AI authenticates with ADC only: no API key from the environment
+            # (GOOGLE_API_KEY) is handed to the client.
+            options |= {
+                "vertexai": True,
+                "project": self.project,
+                "location": s.vertex_location,
+                "google_api_key": None,
+            }
+        chat: BaseChatModel = ChatGoogleGenerativeAI(**options)
+        return chat
+
+    async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+        async for chunk in super().astream(request):
+            feedback = chunk.response_metadata.get("prompt_feedback")
+            if isinstance(feedback, dict) and feedback.get("block_reason"):
+                chunk.response_metadata["finish_reason"] = "SAFETY"
+            yield chunk
+
+    async def aclose(self) -> None:
+        # The google-genai clients hold connection pools bound to this event loop.
+        for chat in self._models.values():
+            if isinstance(chat, ChatGoogleGenerativeAI):
+                await chat.aclose()
+        await super().aclose()

@@ -1,0 +1,63 @@
+"""Any OpenAI-compatible chat server through LangChain's `ChatOpenAI`.
+
+`GEMINI_SSE_OPENAI_BASE_URL` names the server (OpenAI, vLLM, Ollama, llama.cpp's server,
+LM Studio ...), `GEMINI_SSE_OPENAI_API_KEY` its key. Deliberate choices:
+
+- `stream_usage=True`: usage comes as a last chunk only when the request asks for it.
+- `max_retries=0`: the openai SDK retries 429 and 5xx by itself; the gateway owns retries.
+- The output limit is sent twice: ChatOpenAI spells `max_tokens` as
+  `max_completion_tokens` (OpenAI's current name), which Ollama and LM Studio ignore, so
+  the classic `max_tokens` goes along in the body too.
+- Local servers rarely check keys, but the SDK insists on one: an unset key is sent as
+  a placeholder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+# Imported with this module, when the provider is chosen at startup: inside a request
+# the import (about a second) would stall the event loop.
+from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
+
+from ..settings import Settings
+from .base import LangChainProvider, ModelRequest
+
+# What the SDK sends when no key is configured (vLLM's documentation uses the same).
+PLACEHOLDER_KEY = "EMPTY"
+
+
+class OpenAIProvider(LangChainProvider):
+    """The `openai` provider: `ChatOpenAI` against an OpenAI-compatible base URL."""
+
+    name = "openai"
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__()
+        self.settings = settings
+        self.chat_model(settings.model)  # configuration errors show at startup
+
+    def build_model(self, model: str) -> BaseChatModel:
+        s = self.settings
+        chat: BaseChatModel = ChatOpenAI(
+            model=model,
+            base_url=s.openai_base_url,
+            api_key=SecretStr(s.openai_api_key or PLACEHOLDER_KEY),
+            stream_usage=True,
+            max_retries=0,
+        )
+        return chat
+
+    def invoke_options(self, request: ModelRequest) -> dict[str, Any]:
+        options: dict[str, Any] = {}
+        if request.temperature is not None:
+            options["temperature"] = request.temperature
+        if request.top_p is not None:
+            options["top_p"] = request.top_p
+        if request.max_output_tokens is not None:
+            options["max_tokens"] = request.max_output_tokens
+            options["extra_body"] = {"max_tokens": request.max_output_tokens}
+        return options

@@ -1,0 +1,148 @@
+"""An OpenAI-compatible `POST /v1/chat/completions` streaming server on 127.0.0.1.
+
+It answers the way vLLM, Ollama and llama.cpp's server do: `data: {chat.completion.chunk}`
+events, a usage-only chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
+A blocked prompt is Azure OpenAI's answer: HTTP 400 with error code `content_filter`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .httpserver import HttpExchange, HttpRequest, HttpServer
+from .scenario import ERROR_MESSAGES, RETRY_AFTER_S, USAGE, Emulator, Seen
+
+_ERRORS: dict[str, tuple[int, str]] = {
+    "rate_limit": (429, "rate_limit_exceeded"),
+    "internal": (500, "server_error"),
+    "unavailable": (503, "service_unavailable"),
+    "bad_request": (400, "invalid_request_error"),
+    "forbidden": (403, "permission_denied"),
+}
+_OPTIONS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop")
+
+
+class OpenAIHttpEmulator(Emulator):
+    """Chat completions, streamed as server-sent events."""
+
+    api_key = "emulated-openai-key"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._server = HttpServer(self._handle)
+        self.call(self._server.start)
+
+    @property
+    def base_url(self) -> str:
+        """What `GEMINI_SSE_OPENAI_BASE_URL` is set to."""
+        return f"http://127.0.0.1:{self._server.port}/v1"
+
+    def stop(self) -> None:
+        self.call(self._server.stop)
+        self.close_loop()
+
+    async def _handle(self, request: HttpRequest, exchange: HttpExchange) -> None:
+        if request.method != "POST" or request.path != "/v1/chat/completions":
+            await exchange.send_json(404, {"error": {"message": "not found", "code": 404}})
+            return
+        body = request.json()
+        self.record.seen.append(self._seen(request, body))
+        script = self.script
+        if script.scenario in _ERRORS:
+            status, kind = _ERRORS[script.scenario]
+            headers = {"retry-after": f"{RETRY_AFTER_S:g}"} if status == 429 else {}
+            await exchange.send_json(
+                status,
+                {"error": {"message": ERROR_MESSAGES[script.scenario], "type": kind, "code": kind}},
+                headers,
+            )
+            return
+        if script.scenario == "prompt_block":
+            await exchange.send_json(
+                400,
+                {
+                    "error": {
+                        "message": "The prompt was filtered (emulated).",
+                        "type": None,
+                        "param": "prompt",
+                        "code": "content_filter",
+                    }
+                },
+            )
+            return
+        model = body["model"]
+        include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+        await exchange.start_stream()
+        await self.pause(script.pause_before_first)
+        match script.scenario:
+            case "hang":
+                self.record.client_gone += await exchange.wait_for_client_to_leave()
+                return
+            case "safety":
+                await self._event(exchange, _chunk(model, script.chunks[0], role=True))
+                await self.pause(script.delay_s)
+                await self._event(exchange, _chunk(model, None, finish="content_filter"))
+                await self._finish(exchange, model, include_usage, output_tokens=1)
+                return
+            case "drop":
+                for index, text in enumerate(script.chunks[:2]):
+                    await self._event(exchange, _chunk(model, text, role=index == 0))
+                    await self.pause(script.delay_s)
+                exchange.cut()
+                return
+        for index, text in enumerate(script.chunks):
+            if index:
+                await self.pause(script.delay_s)
+            if index == len(script.chunks) - 1 and script.hold_last:
+                await self.wait_for_client_first()
+            await self._event(exchange, _chunk(model, text, role=index == 0))
+        await self._event(exchange, _chunk(model, None, finish="stop"))
+        await self._finish(exchange, model, include_usage, output_tokens=USAGE["output"])
+
+    async def _finish(
+        self, exchange: HttpExchange, model: str, include_usage: bool, output_tokens: int
+    ) -> None:
+        if include_usage:
+            usage = {
+                "prompt_tokens": USAGE["input"],
+                "completion_tokens": output_tokens,
+                "total_tokens": USAGE["input"] + output_tokens,
+            }
+            await self._event(exchange, {**_chunk(model, None), "choices": [], "usage": usage})
+        await exchange.send_chunk(b"data: [DONE]\n\n")
+        await exchange.end_stream()
+
+    async def _event(self, exchange: HttpExchange, body: dict[str, Any]) -> None:
+        self.mark_sent()
+        await exchange.send_chunk(b"data: " + json.dumps(body).encode() + b"\n\n")
+
+    def _seen(self, request: HttpRequest, body: dict[str, Any]) -> Seen:
+        messages = body.get("messages", [])
+        system = [m["content"] for m in messages if m.get("role") == "system"]
+        return Seen(
+            path=request.path,
+            model=body.get("model", ""),
+            contents=[(m["role"], m["content"]) for m in messages if m.get("role") != "system"],
+            system="".join(system) or None,
+            generation_config={k: body[k] for k in _OPTIONS if k in body},
+            authorization=request.headers.get("authorization"),
+        )
+
+
+def _chunk(
+    model: str, text: str | None, *, role: bool = False, finish: str | None = None
+) -> dict[str, Any]:
+    delta: dict[str, Any] = {}
+    if role:
+        delta["role"] = "assistant"
+    if text is not None:
+        delta["content"] = text
+    return {
+        "id": "chatcmpl-emulated",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }

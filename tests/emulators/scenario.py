@@ -1,0 +1,164 @@
+"""What every emulator shares: the scenarios, the record of what it saw, its own thread.
+
+An emulator runs its server on a private event loop in a background thread, so that a
+blocked client loop cannot stall the emulator (and the emulator's pauses cannot hide a
+blocked client). Tests pick the behaviour of the next calls by setting `emulator.script`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from google.auth import jwt
+
+Scenario = Literal[
+    "normal",  # the answer, in chunks, with pauses between them
+    "rate_limit",  # 429 / RESOURCE_EXHAUSTED, with a retry delay
+    "internal",  # 500 / INTERNAL
+    "unavailable",  # 503 / UNAVAILABLE
+    "bad_request",  # 400 / INVALID_ARGUMENT
+    "forbidden",  # 403 / PERMISSION_DENIED
+    "drop",  # two chunks, then the TCP connection is closed mid-stream
+    "safety",  # one chunk, then an empty chunk with finish reason SAFETY
+    "prompt_block",  # no candidates at all: promptFeedback.blockReason = SAFETY
+    "slow_first",  # the normal answer after a long pause before the first chunk
+    "hang",  # headers (if any), then nothing until the client gives up
+]
+
+SCENARIOS: tuple[Scenario, ...] = (
+    "normal",
+    "rate_limit",
+    "internal",
+    "unavailable",
+    "bad_request",
+    "forbidden",
+    "drop",
+    "safety",
+    "prompt_block",
+    "slow_first",
+    "hang",
+)
+
+# The normal answer; non-ASCII on purpose.
+ANSWER: tuple[str, ...] = ("Hello", ", caf\u00e9", " world", " \u2014 done.")
+USAGE = {"input": 7, "output": 9, "total": 16}
+RETRY_AFTER_S = 2.0
+ERROR_MESSAGES = {
+    "rate_limit": "Resource exhausted: quota exceeded (emulated).",
+    "internal": "Internal error encountered (emulated).",
+    "unavailable": "The service is currently unavailable (emulated).",
+    "bad_request": "Request contains an invalid argument (emulated).",
+    "forbidden": "Permission denied on resource project (emulated).",
+}
+# How long `hang` and the waits for the client last at most: every emulator stops by itself.
+HANG_LIMIT_S = 10.0
+CLIENT_WAIT_LIMIT_S = 5.0
+
+
+@dataclass
+class Script:
+    """How the emulator answers the next calls."""
+
+    scenario: Scenario = "normal"
+    chunks: tuple[str, ...] = ANSWER
+    delay_s: float = 0.02
+    first_delay_s: float = 0.0
+    # Hold the last chunk back until the test says it has the first one: a client that
+    # buffers the stream then cannot finish, which `held_too_long` records.
+    hold_last: bool = False
+
+    @property
+    def pause_before_first(self) -> float:
+        return 0.4 if self.scenario == "slow_first" else self.first_delay_s
+
+
+@dataclass
+class Seen:
+    """One call, as the emulator received it."""
+
+    path: str
+    model: str
+    contents: list[tuple[str, str]]
+    system: str | None
+    generation_config: dict[str, Any]
+    authorization: str | None = None
+    api_key: str | None = None
+    # Claims of the verified bearer JWT, or of the assertion exchanged for the token.
+    token_claims: dict[str, Any] | None = None
+
+
+@dataclass
+class Record:
+    """Everything an emulator observed; read by the tests after a call."""
+
+    seen: list[Seen] = field(default_factory=list)
+    sent_at: list[float] = field(default_factory=list)
+    # Streams that ended because the client went away (cancelled RPC, closed socket).
+    client_gone: int = 0
+    held_too_long: int = 0
+    token_requests: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Emulator:
+    """Base of the emulators: script, record, a loop in a thread, and the test's signals."""
+
+    def __init__(self) -> None:
+        self.script = Script()
+        self.record = Record()
+        self.client_has_first = threading.Event()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+
+    # -- called from the tests' thread --------------------------------------------------
+
+    def reset(self, script: Script | None = None) -> None:
+        """Forget what was seen and answer the next calls with `script`."""
+        self.script = script or Script()
+        self.record = Record()
+        self.client_has_first.clear()
+
+    def call(self, coro: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
+        """Run `coro()` on the emulator's loop and wait for its result."""
+        future: Future[Any] = asyncio.run_coroutine_threadsafe(_await(coro), self._loop)
+        return future.result(timeout)
+
+    def close_loop(self) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=5)
+        if not self._loop.is_running():
+            self._loop.close()
+
+    # -- used by the servers on the emulator's loop --------------------------------------
+
+    async def pause(self, seconds: float) -> None:
+        if seconds:
+            await asyncio.sleep(seconds)
+
+    async def wait_for_client_first(self) -> None:
+        """Before the last chunk: wait (bounded) until the test has the first chunk."""
+        got = await asyncio.to_thread(self.client_has_first.wait, CLIENT_WAIT_LIMIT_S)
+        if not got:
+            self.record.held_too_long += 1
+
+    def mark_sent(self) -> None:
+        self.record.sent_at.append(time.monotonic())
+
+
+async def _await(coro: Callable[[], Awaitable[Any]]) -> Any:
+    return await coro()
+
+
+def verify_jwt(token: str, public_key_pem: bytes) -> dict[str, Any] | None:
+    """The claims of `token` if our service-account key signed it, else None."""
+    try:
+        claims: dict[str, Any] = jwt.decode(token, certs=public_key_pem, verify=True, audience=None)
+    except ValueError:
+        return None
+    return claims

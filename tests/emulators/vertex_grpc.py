@@ -1,0 +1,203 @@
+"""Vertex AI's `PredictionService/StreamGenerateContent` over gRPC with TLS, on 127.0.0.1.
+
+The messages are the real ones from google-cloud-aiplatform (`aiplatform_v1beta1.types`),
+served by grpcio's generic handlers, so ChatVertexAI's GAPIC client talks to it exactly as
+it talks to `{location}-aiplatform.googleapis.com`. A `TcpRelay` sits in front so that the
+`drop` scenario can cut the connection itself.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
+
+import grpc
+from google.cloud.aiplatform_v1beta1.types import content as gapic_content
+from google.cloud.aiplatform_v1beta1.types import prediction_service
+from google.protobuf import duration_pb2, json_format
+from google.protobuf.any_pb2 import Any as AnyProto
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+from grpc_status import rpc_status
+
+from .adc import ServiceAccount
+from .certs import TLSIdentity
+from .relay import TcpRelay
+from .scenario import (
+    ERROR_MESSAGES,
+    HANG_LIMIT_S,
+    RETRY_AFTER_S,
+    USAGE,
+    Emulator,
+    Seen,
+    verify_jwt,
+)
+
+SERVICE = "google.cloud.aiplatform.v1beta1.PredictionService"
+Request = prediction_service.GenerateContentRequest
+Response = prediction_service.GenerateContentResponse
+FinishReason = gapic_content.Candidate.FinishReason
+
+_STATUS: dict[str, tuple[grpc.StatusCode, int]] = {
+    "rate_limit": (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
+    "internal": (grpc.StatusCode.INTERNAL, code_pb2.INTERNAL),
+    "unavailable": (grpc.StatusCode.UNAVAILABLE, code_pb2.UNAVAILABLE),
+    "bad_request": (grpc.StatusCode.INVALID_ARGUMENT, code_pb2.INVALID_ARGUMENT),
+    "forbidden": (grpc.StatusCode.PERMISSION_DENIED, code_pb2.PERMISSION_DENIED),
+}
+
+
+class VertexGrpcEmulator(Emulator):
+    """A TLS gRPC server speaking the v1beta1 PredictionService streaming method."""
+
+    def __init__(self, tls: TLSIdentity, account: ServiceAccount) -> None:
+        super().__init__()
+        self.account = account
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=16))
+        handler = grpc.unary_stream_rpc_method_handler(
+            self._stream_generate_content,
+            request_deserializer=Request.deserialize,
+            response_serializer=Response.serialize,
+        )
+        self._server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"StreamGenerateContent": handler}),)
+        )
+        credentials = grpc.ssl_server_credentials([(tls.key_pem, tls.cert_pem)])
+        backend_port = self._server.add_secure_port("127.0.0.1:0", credentials)
+        self._server.start()
+        self.relay = TcpRelay(backend_port)
+        self.call(self.relay.start)
+
+    @property
+    def endpoint(self) -> str:
+        """What `GEMINI_SSE_VERTEX_BASE_URL` is set to: `host:port`, as gRPC wants it."""
+        return f"127.0.0.1:{self.relay.port}"
+
+    def stop(self) -> None:
+        self.call(self.relay.stop)
+        self._server.stop(grace=None).wait(5)
+        self.close_loop()
+
+    # -- the RPC ---------------------------------------------------------------------------
+
+    def _stream_generate_content(
+        self, request: Any, context: grpc.ServicerContext
+    ) -> Iterator[Any]:
+        script = self.script
+        self.record.seen.append(self._seen(request, context))
+        if script.scenario in _STATUS:
+            self._abort(context, script.scenario)
+        time.sleep(script.pause_before_first)
+        match script.scenario:
+            case "hang":
+                self._wait_for_client_to_leave(context)
+                return
+            case "prompt_block":
+                yield Response(
+                    prompt_feedback=Response.PromptFeedback(
+                        block_reason=Response.PromptFeedback.BlockedReason.SAFETY,
+                        block_reason_message="The prompt was blocked (emulated).",
+                    ),
+                    usage_metadata=Response.UsageMetadata(
+                        prompt_token_count=USAGE["input"], total_token_count=USAGE["input"]
+                    ),
+                )
+                return
+            case "safety":
+                yield self._text(script.chunks[0])
+                time.sleep(script.delay_s)
+                yield _finish(FinishReason.SAFETY, output_tokens=1)
+                return
+            case "drop":
+                for text in script.chunks[:2]:
+                    yield self._text(text)
+                    time.sleep(script.delay_s)
+                # Let the relay forward what was written, then cut the connection.
+                time.sleep(0.1)
+                self.relay_cut()
+                self._wait_for_client_to_leave(context)
+                return
+        for index, text in enumerate(script.chunks):
+            if index:
+                time.sleep(script.delay_s)
+            last = index == len(script.chunks) - 1
+            if last and script.hold_last:
+                got = self.client_has_first.wait(5)
+                self.record.held_too_long += not got
+            yield self._text(text, finish=FinishReason.STOP if last else None)
+
+    def _text(self, text: str, finish: Any = None) -> Any:
+        self.mark_sent()
+        candidate = gapic_content.Candidate(
+            index=0,
+            content=gapic_content.Content(role="model", parts=[gapic_content.Part(text=text)]),
+            finish_reason=finish,
+        )
+        response = Response(candidates=[candidate], model_version="emulated-001")
+        if finish is not None:
+            response.usage_metadata = _usage(USAGE["output"])
+        return response
+
+    def relay_cut(self) -> None:
+        self._loop.call_soon_threadsafe(self.relay.cut)
+
+    def _wait_for_client_to_leave(self, context: grpc.ServicerContext) -> None:
+        deadline = time.monotonic() + HANG_LIMIT_S
+        while context.is_active() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        if not context.is_active():
+            self.record.client_gone += 1
+
+    def _abort(self, context: grpc.ServicerContext, scenario: str) -> None:
+        grpc_code, rpc_code = _STATUS[scenario]
+        status = status_pb2.Status(code=rpc_code, message=ERROR_MESSAGES[scenario])
+        if scenario == "rate_limit":
+            detail = AnyProto()
+            detail.Pack(
+                error_details_pb2.RetryInfo(
+                    retry_delay=duration_pb2.Duration(seconds=int(RETRY_AFTER_S))
+                )
+            )
+            status.details.append(detail)
+        assert grpc_code.value[0] == rpc_code
+        context.abort_with_status(rpc_status.to_status(status))
+
+    def _seen(self, request: Any, context: grpc.ServicerContext) -> Seen:
+        metadata = dict(context.invocation_metadata())
+        authorization = metadata.get("authorization")
+        claims = None
+        if isinstance(authorization, str) and authorization.startswith("Bearer "):
+            token = authorization.removeprefix("Bearer ")
+            claims = verify_jwt(token, self.account.public_key_pem)
+        config = json_format.MessageToDict(
+            type(request.generation_config).pb(request.generation_config),
+            preserving_proto_field_name=True,
+        )
+        system = request.system_instruction
+        return Seen(
+            path=f"/{SERVICE}/StreamGenerateContent",
+            model=request.model,
+            contents=[(c.role, "".join(p.text for p in c.parts)) for c in request.contents],
+            system="".join(p.text for p in system.parts) if system.parts else None,
+            generation_config=config,
+            authorization=authorization if isinstance(authorization, str) else None,
+            token_claims=claims,
+        )
+
+
+def _finish(reason: Any, *, output_tokens: int) -> Any:
+    candidate = gapic_content.Candidate(
+        index=0,
+        content=gapic_content.Content(role="model", parts=[]),
+        finish_reason=reason,
+    )
+    return Response(candidates=[candidate], usage_metadata=_usage(output_tokens))
+
+
+def _usage(output_tokens: int) -> Any:
+    return Response.UsageMetadata(
+        prompt_token_count=USAGE["input"],
+        candidates_token_count=output_tokens,
+        total_token_count=USAGE["input"] + output_tokens,
+    )
