@@ -10,6 +10,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import pytest
+
 from gemini_sse.server.providers.fake import expected_answer
 
 from .conftest import make_settings
@@ -163,3 +165,15 @@ def test_ctrl_c_exits_130_and_the_gateway_cancels(serve: Callable[..., RunningSe
         time.sleep(0.01)
     assert stats.cancelled == 1
     assert stats.completed == 0
+
+
+def test_ui_subcommand_hands_its_arguments_to_the_streamlit_launcher(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`gemini-sse ui --help` is the launcher's own help, not the top-level parser's."""
+    from gemini_sse._cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(["ui", "--help"])
+    assert exited.value.code == 0
+    assert "usage: gemini-sse ui" in capsys.readouterr().out

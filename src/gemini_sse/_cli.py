@@ -1,4 +1,5 @@
-"""The `gemini-sse` command: `serve` runs the gateway, `ask` streams one answer from it."""
+"""The `gemini-sse` command: `serve` runs the gateway, `ask` streams one answer from it,
+`ui` opens the Streamlit chat page."""
 
 from __future__ import annotations
 
@@ -24,6 +25,12 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _ui(argv: Sequence[str]) -> int:
+    from .ui.launch import main as launch
+
+    return launch(list(argv))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gemini-sse", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -40,10 +47,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _ask.add_arguments(ask)
     ask.set_defaults(run=_ask.run)
+    # `ui` passes its arguments on to `streamlit run`: `main` hands them over unparsed.
+    commands.add_parser(
+        "ui", help="open the Streamlit chat page (needs gemini-sse[ui]); see `gemini-sse ui -h`"
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["ui"]:
+        return _ui(argv[1:])
     args = build_parser().parse_args(argv)
     result: int = args.run(args)
     return result

@@ -86,6 +86,11 @@ async def _sse_body(gateway: Gateway, generation: Generation) -> AsyncIterator[b
         gateway.finish(generation)
 
 
+def heartbeat() -> ServerSentEvent:
+    """The `: ping` comment sent while a stream is quiet (LF-terminated like our events)."""
+    return ServerSentEvent(comment="ping", sep="\n")
+
+
 def event_stream(
     gateway: Gateway,
     generation: Generation,
@@ -98,7 +103,7 @@ def event_stream(
         _sse_body(gateway, generation) if body is None else body,
         headers={"X-Request-ID": request_id} if request_id else None,
         ping=s.heartbeat_s,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        ping_message_factory=heartbeat,
         sep="\n",
         send_timeout=s.send_timeout_s,
         shutdown_event=gateway.shutdown_event,

@@ -22,8 +22,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette import EventSourceResponse
 
 from .._exceptions import RequestRejected
 from .._models import (
@@ -32,40 +31,21 @@ from .._models import (
     ErrorCode,
     ErrorEvent,
     ErrorInfo,
+    StreamCreated,
     StreamRequest,
+    StreamStatus,
     TokenEvent,
-    Usage,
 )
 from .auth import Caller
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
-from .routes import CallerDep, GatewayDep, request_id_of
+from .routes import CallerDep, GatewayDep, heartbeat, request_id_of
 from .store import Frame, Status, StreamInfo, StreamStore
 
 logger = logging.getLogger("gemini_sse.streams")
 
 router = APIRouter(prefix="/v1/streams", tags=["resumable streams"])
-
-
-class StreamCreated(BaseModel):
-    """Where to read a new stream, and until when at the latest."""
-
-    id: str
-    events_url: str
-    expires_at: float
-
-
-class StreamStatus(BaseModel):
-    """A stream's state: running, or how it ended."""
-
-    id: str
-    status: Status
-    model: str
-    events: int
-    usage: Usage | None
-    created_at: float
-    expires_at: float
 
 
 def new_stream_id() -> str:
@@ -218,7 +198,10 @@ async def create_stream(
     )
 
 
-async def _frames(frames: AsyncIterator[Frame]) -> AsyncIterator[bytes]:
+async def _frames(frames: AsyncIterator[Frame], retry_ms: int) -> AsyncIterator[bytes]:
+    # A reader of a resumable stream is meant to come back: tell EventSource how soon
+    # (its own default is a few seconds). A `retry` field alone dispatches no event.
+    yield f"retry: {retry_ms}\n\n".encode()
     async with contextlib.aclosing(frames):  # type: ignore[type-var]
         async for frame in frames:
             yield frame.data
@@ -263,9 +246,9 @@ async def stream_events(
         raise _not_found(stream_id)
     s = gateway.settings
     return EventSourceResponse(
-        _frames(gateway.store.follow(stream_id, after)),
+        _frames(gateway.store.follow(stream_id, after), s.retry_hint_ms),
         ping=s.heartbeat_s,
-        ping_message_factory=lambda: ServerSentEvent(comment="ping"),
+        ping_message_factory=heartbeat,
         sep="\n",
         send_timeout=s.send_timeout_s,
         # A reader is cheap to cut at shutdown: it reconnects with Last-Event-ID. The short
