@@ -172,3 +172,14 @@ def test_request_ids_are_taken_or_made_and_returned_everywhere(
         (too_long.headers["x-request-id"], "bad_request"),
         ("abc-2", "bad_request"),
     ]
+
+
+def test_access_lines_never_carry_a_whole_stream_id() -> None:
+    """A resumable stream's id is the capability to read it: access logs keep 6 characters."""
+    from gemini_sse.server.logs import mask_stream_id
+
+    stream_id = "Yk3xQ9abcdefghijklmnopqrstuvwxyz01"
+    masked = mask_stream_id(f"/v1/streams/{stream_id}/events?last_event_id=3")
+    assert masked == "/v1/streams/Yk3xQ9…/events?last_event_id=3"
+    assert stream_id not in masked
+    assert mask_stream_id("/v1/stream?message=hi") == "/v1/stream?message=hi"

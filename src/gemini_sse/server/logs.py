@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from contextvars import ContextVar
 from datetime import UTC, datetime
@@ -93,15 +94,25 @@ class AccessLog(logging.Filter):
         if len(record.args) != 5:  # (client, method, path, http version, status)
             return True
         client, method, path, version, status = record.args
+        path = mask_stream_id(str(path))
         if not self.content:
-            path = mask_query(str(path))
-            record.args = (client, method, path, version, status)
+            path = mask_query(path)
+        record.args = (client, method, path, version, status)
         if self.fields:
             record.client = client
             record.method = method
             record.path = path
             record.status = status
         return True
+
+
+_STREAM_PATH = re.compile(r"^(/v1/streams/[A-Za-z0-9_-]{6})[A-Za-z0-9_-]+")
+
+
+def mask_stream_id(path: str) -> str:
+    """`/v1/streams/Yk3xQ9…/events` keeps 6 characters of the id: enough to correlate
+    lines, far too few to read the stream (the whole id is the capability to read it)."""
+    return _STREAM_PATH.sub(r"\1…", path)
 
 
 def mask_query(path: str) -> str:
