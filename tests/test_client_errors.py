@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -362,3 +364,32 @@ def test_other_httpx_errors_become_ours(raised: Exception, expected: type[Except
         client.complete("hi")
     assert type(caught.value) is expected
     assert caught.value.__cause__ is raised
+
+
+def test_a_reset_mid_stream_keeps_the_partial_text() -> None:
+    """A connection reset after some text is `IncompleteStreamError` with that text."""
+    event = b'id: 1\nevent: token\ndata: {"text":"half an ans"}\n\n'
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        conn.sendall(STREAM_HEAD + chunk(event))
+        time.sleep(0.2)
+        # SO_LINGER 0: close with a reset (RST), as a crashed proxy would.
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    port = listener.getsockname()[1]
+    try:
+        with Client(f"http://127.0.0.1:{port}") as client:
+            with pytest.raises(IncompleteStreamError) as caught:
+                list(client.stream("hi"))
+    finally:
+        thread.join(5)
+        listener.close()
+    assert caught.value.partial_text == "half an ans"

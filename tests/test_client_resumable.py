@@ -134,6 +134,7 @@ def test_follow_from_a_last_event_id_and_cancel(serve: Callable[..., RunningServ
     running = serve(fake_chunks=200, fake_first_delay_ms=10, fake_delay_ms=30)
     with Client(running.url) as client:
         created = client.create_stream("hi")
+        assert wait_for(lambda: client.stream_status(created.id).events >= 2)
         events = client.follow(created.id, last_event_id=2)
         first = next(events)
         assert first.id == 3

@@ -52,18 +52,18 @@ def _map_httpx_errors(reader: EventReader) -> Iterator[None]:
     except httpx.ConnectTimeout as exc:
         raise ConnectTimeout(f"Connecting to the gateway timed out: {exc}") from exc
     except httpx.ReadTimeout as exc:
-        raise ReadTimeout(f"The gateway sent nothing for too long: {exc}") from exc
+        raise ReadTimeout(
+            f"The gateway sent nothing for too long: {exc}", reader.partial_text
+        ) from exc
     except httpx.TimeoutException as exc:
-        raise TimeoutError(f"The gateway took too long: {exc}") from exc
+        raise TimeoutError(f"The gateway took too long: {exc}", reader.partial_text) from exc
     except httpx.ConnectError as exc:
         raise ConnectError(f"Could not connect to the gateway: {exc}") from exc
-    except httpx.RemoteProtocolError as exc:
-        if reader.streaming:  # the gateway hung up mid-stream
+    except httpx.TransportError as exc:
+        if reader.streaming:  # the connection broke mid-stream: keep what arrived
             raise IncompleteStreamError(
                 f"The connection closed before the stream ended: {exc}", reader.partial_text
             ) from exc
-        raise TransportError(f"The gateway broke the connection: {exc}") from exc
-    except httpx.TransportError as exc:
         raise TransportError(f"The connection to the gateway failed: {exc}") from exc
 
 

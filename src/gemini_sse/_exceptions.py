@@ -81,7 +81,11 @@ class StreamError(GatewayError):
 
 
 class TransportError(GeminiSSEError):
-    """The connection to the gateway failed."""
+    """The connection to the gateway failed; `partial_text` is what arrived before."""
+
+    def __init__(self, message: str, partial_text: str = "") -> None:
+        super().__init__(message)
+        self.partial_text = partial_text
 
 
 class ConnectError(TransportError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from enum import StrEnum
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 
 class ErrorCode(StrEnum):
@@ -41,6 +41,8 @@ class ErrorCode(StrEnum):
     STREAM_LIMIT = "stream_limit"
     # The gateway's own per-caller limits (requests, tokens, streams), not the model's.
     TOO_MANY_REQUESTS = "too_many_requests"
+    # The gateway's own storage of resumable streams (Redis) failed.
+    STORE_UNAVAILABLE = "store_unavailable"
 
 
 class _Model(BaseModel):
@@ -172,11 +174,24 @@ def parse_event(
 # --- requests ---------------------------------------------------------------------------
 
 
+def _encodable(text: str) -> str:
+    # JSON may carry lone surrogates ("\ud800"); no model can take them as UTF-8.
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("text must be valid Unicode (no lone surrogates)") from None
+    return text
+
+
+#: Text sent on to a model: any string that is valid Unicode.
+Text = Annotated[str, AfterValidator(_encodable)]
+
+
 class ChatMessage(_Input):
     """One turn of a conversation."""
 
     role: Literal["system", "user", "assistant"]
-    content: str
+    content: Text
 
 
 Fault = Literal[
@@ -208,12 +223,12 @@ class StreamRequest(_Input):
     """
 
     messages: list[ChatMessage] | None = None
-    message: str | None = None
+    message: Text | None = None
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1)
     top_p: float | None = Field(default=None, ge=0, le=1)
-    stop: list[str] | None = Field(default=None, max_length=16)
+    stop: list[Text] | None = Field(default=None, max_length=16)
     separators: bool | None = None
     simulation: SimulationOptions | None = None
 

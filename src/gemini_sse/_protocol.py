@@ -254,7 +254,7 @@ class Reconnect:
     """How a resumable stream comes back after a dropped connection.
 
     The n-th consecutive failed attempt waits `base` (or the gateway's `retry:` hint)
-    times 2**(n-1), at most `max_delay`, with full jitter; after `max_attempts`
+    times 2**(n-1), at most `max_delay`, then a random 50-100 % of that; after `max_attempts`
     consecutive failures the last error is raised. Any event received resets the count.
     """
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +21,7 @@ from .logs import request_id_var
 from .metrics import Metrics
 from .openai_compat import router as openai_router
 from .providers import Provider, create_provider
-from .routes import authorized, metrics_router, router
+from .routes import authorized, metrics_router, request_id_of, router
 from .settings import Settings
 from .store import MemoryStore, StreamStore
 from .streams import router as streams_router
@@ -29,23 +29,21 @@ from .web import router as web_router
 
 
 def error_response(
-    status_code: int, info: ErrorInfo, request_id: str | None = None
+    status_code: int,
+    info: ErrorInfo,
+    request_id: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The JSON error body every route answers with before a stream starts."""
     if request_id and info.request_id is None:
         info = info.model_copy(update={"request_id": request_id})
-    headers = {}
+    headers = dict(headers or {})
     if info.retry_after is not None:
         headers["Retry-After"] = str(max(1, round(info.retry_after)))
     if status_code == 401:
         headers["WWW-Authenticate"] = "Bearer"  # RFC 6750 section 3
     body = {"error": info.model_dump(mode="json", exclude_none=True)}
     return JSONResponse(body, status_code=status_code, headers=headers)
-
-
-def _request_id(request: Request) -> str | None:
-    value = request.scope.get("state", {}).get("request_id")
-    return value if isinstance(value, str) else None
 
 
 class RequestContext:
@@ -180,7 +178,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
 
     @app.exception_handler(RequestRejected)
     async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
-        return error_response(exc.status_code, exc.info, _request_id(request))
+        return error_response(exc.status_code, exc.info, request_id_of(request))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -190,7 +188,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
             for e in exc.errors()[:5]
         )
         info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=problems or "Invalid request.")
-        return error_response(422, info, _request_id(request))
+        return error_response(422, info, request_id_of(request))
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
@@ -198,7 +196,15 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
             exc.status_code, ErrorCode.INVALID_REQUEST
         )
         info = ErrorInfo(code=code, message=str(exc.detail))
-        return error_response(exc.status_code, info, _request_id(request))
+        # Headers such as a 405's `Allow` go out with our body.
+        return error_response(exc.status_code, info, request_id_of(request), exc.headers)
+
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception) -> JSONResponse:
+        # Starlette logs the exception with its traceback; the client gets our vocabulary,
+        # never a stack trace.
+        info = ErrorInfo(code=ErrorCode.INTERNAL, message="The gateway failed unexpectedly.")
+        return error_response(500, info, request_id_of(request))
 
     app.add_middleware(
         RequestContext, max_body_bytes=settings.max_body_bytes, metrics=gateway.metrics

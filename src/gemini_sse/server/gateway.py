@@ -252,7 +252,7 @@ class Gateway:
         self.live.discard(generation)
         run = self.runs.pop(generation)
         duration_s = time.monotonic() - run.started
-        # No outcome: the generation never ran (a HEAD request, a failed store).
+        # No outcome: the generation never ran (a failed store, a response never sent).
         outcome = generation.outcome or "not_started"
         usage = generation.usage
         output_tokens = usage.output_tokens if usage is not None else 0

@@ -32,6 +32,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
@@ -330,7 +331,14 @@ async def create_chat_completion(
         gateway.metrics.reject("validation")
         info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=refused[1])
         return openai_error(info, 400, refused[0])
-    model_request = gateway.model_request(body.to_stream_request())
+    try:
+        native = body.to_stream_request()
+    except ValidationError as exc:  # e.g. text that is not valid Unicode
+        gateway.metrics.reject("validation")
+        problem = exc.errors()[0]
+        info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=f"messages: {problem['msg']}")
+        return openai_error(info, 400, "messages")
+    model_request = gateway.model_request(native)
     generation = await gateway.admit(
         model_request, caller=caller, separators=False, request_id=request_id_of(request)
     )

@@ -26,6 +26,14 @@ from .store import Frame, Status, StreamInfo, StreamNotFound
 
 _OPEN = "0-1"
 
+_CANCEL_IF_EXISTS = """
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'cancel', '1')
+  return 1
+end
+return 0
+"""
+
 
 class RedisStore:
     """`StreamStore` on Redis Streams."""
@@ -41,7 +49,10 @@ class RedisStore:
         retry_ms: int,
         prefix: str = "gemini-sse:",
     ) -> None:
-        self._redis: redis.Redis = redis.Redis.from_url(url)
+        # Reads block for at most a second (XREAD BLOCK); anything much slower is a fault.
+        self._redis: redis.Redis = redis.Redis.from_url(
+            url, socket_connect_timeout=2, socket_timeout=5, health_check_interval=30
+        )
         self.ttl_s = ttl_s
         self.lease_ms = max(1, int(lease_s * 1000))
         self.retry_ms = retry_ms
@@ -50,9 +61,6 @@ class RedisStore:
     def _keys(self, stream_id: str) -> tuple[str, str, str]:
         base = f"{self.prefix}{stream_id}:"
         return base + "e", base + "m", base + "l"
-
-    async def ping(self) -> bool:
-        return bool(await self._redis.ping())
 
     async def create(self, info: StreamInfo) -> None:
         events, meta, lease = self._keys(info.id)
@@ -126,8 +134,9 @@ class RedisStore:
         if status is None:
             raise StreamNotFound(stream_id)
         last = max(0, after)
-        # A finished stream has all its events: read them without blocking.
-        block_ms: int | None = min(self.lease_ms, 1000) if status == b"running" else None
+        # A finished stream has all its events: read them without blocking, once.
+        finishing = status != b"running"
+        block_ms: int | None = None if finishing else min(self.lease_ms, 1000)
         while True:
             start = f"{last}-0" if last else _OPEN
             reply: Any = await self._redis.xread({events: start}, count=512, block=block_ms)
@@ -148,11 +157,19 @@ class RedisStore:
                 pipe.exists(lease)
                 pipe.hget(meta, "status")
                 has_meta, has_lease, status = await pipe.execute()
-            if not has_meta or status != b"running":
+            if not has_meta or finishing:
                 return  # expired, or finished with its terminal event at or before `after`
-            if not has_lease and status == b"running":
-                lost = self._lost_frame(last + 1)
-                if await self.append(stream_id, lost):
+            if status != b"running":
+                # It finished between our read and this look: its terminal event may have
+                # landed in between. One more read, without blocking, then stop.
+                finishing, block_ms = True, None
+                continue
+            if not has_lease:
+                # The producer is gone. Its last event decides the lost event's id (this
+                # reader may be behind, e.g. a Last-Event-ID from long ago).
+                top: Any = await self._redis.xrevrange(events, count=1)
+                produced = int(top[0][0].split(b"-", 1)[0]) if top else 0
+                if await self.append(stream_id, self._lost_frame(produced + 1)):
                     await self.finish(stream_id, "error", None)
                 # Either way the next read returns the terminal event (ours or another's).
 
@@ -166,10 +183,10 @@ class RedisStore:
 
     async def request_cancel(self, stream_id: str) -> bool:
         _, meta, _ = self._keys(stream_id)
-        if not await self._redis.exists(meta):
-            return False
-        await self._redis.hset(meta, "cancel", "1")
-        return True
+        # One step: the hash may expire between a check and a write, and HSET would then
+        # leave a hash with no expiry behind.
+        flagged = await self._redis.eval(_CANCEL_IF_EXISTS, 1, meta)
+        return bool(flagged)
 
     async def cancel_requested(self, stream_id: str) -> bool:
         _, meta, _ = self._keys(stream_id)

@@ -6,7 +6,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
 from starlette.background import BackgroundTask
@@ -108,9 +108,14 @@ def event_stream(
         send_timeout=s.send_timeout_s,
         shutdown_event=gateway.shutdown_event,
         shutdown_grace_period=s.drain_s,
-        # Runs even when the body never starts (HEAD): the admission slot is freed.
-        background=BackgroundTask(gateway.finish, generation),
+        # However the response ends (even if its body never ran), the admission slot is
+        # freed. An async callable: Starlette would run a plain function in a thread.
+        background=BackgroundTask(_release, gateway, generation),
     )
+
+
+async def _release(gateway: Gateway, generation: Generation) -> None:
+    gateway.finish(generation)
 
 
 @router.post(
@@ -133,7 +138,10 @@ async def post_stream(
 @router.get(
     "/v1/stream",
     response_class=EventSourceResponse,
-    responses=_SSE_RESPONSE,
+    responses={
+        **_SSE_RESPONSE,
+        204: {"description": "A reconnect (`Last-Event-ID`): this stream cannot resume."},
+    },
     summary="Stream an answer to one message (for EventSource, which can only GET)",
     description="With API keys configured this route needs `Authorization` like any other, "
     "which EventSource cannot send: browsers then use `POST /v1/streams` and read its "
@@ -149,7 +157,13 @@ async def get_stream(
     system: Annotated[str | None, Query(description="An optional system prompt.")] = None,
     fault: Annotated[Fault | None, Query(description="Simulated model only.")] = None,
     fail_after: Annotated[int | None, Query(ge=0, description="Simulated model only.")] = None,
-) -> EventSourceResponse:
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Response:
+    if last_event_id is not None:
+        # EventSource reconnecting to a stream that died with its connection: a new
+        # generation would repeat the answer from id 1 (and bill it twice). 204 tells
+        # EventSource to stop; `POST /v1/streams` is the resumable way.
+        return Response(status_code=204)
     messages = [{"role": "system", "content": system}] if system is not None else []
     messages.append({"role": "user", "content": message})
     simulation = (

@@ -41,7 +41,7 @@ from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
 from .routes import CallerDep, GatewayDep, heartbeat, request_id_of
-from .store import Frame, Status, StreamInfo, StreamStore
+from .store import Frame, Status, StreamInfo, StreamNotFound, StreamStore
 
 logger = logging.getLogger("gemini_sse.streams")
 
@@ -137,6 +137,12 @@ def _visible(info: StreamInfo | None, caller: Caller) -> StreamInfo | None:
     return info if info.owner == caller.key_id else None
 
 
+def _bad_last_event_id() -> RequestRejected:
+    return RequestRejected.of(
+        422, ErrorCode.INVALID_REQUEST, "Last-Event-ID must be an event id from this stream."
+    )
+
+
 def _not_found(stream_id: str) -> RequestRejected:
     return RequestRejected.of(
         404, ErrorCode.NOT_FOUND, f"No stream {stream_id!r}: it never existed or has expired."
@@ -177,17 +183,11 @@ async def create_stream(
         expires_at=now + gateway.settings.total_timeout_s + gateway.settings.stream_ttl_s,
     )
     try:
-        await gateway.store.create(info)
-    except Exception as exc:
+        async with _store_errors():
+            await gateway.store.create(info)
+    except RequestRejected:
         gateway.finish(generation)
-        logger.exception("could not create stream")
-        raise RequestRejected.of(
-            503,
-            ErrorCode.UPSTREAM_UNAVAILABLE,
-            "The stream store is unavailable.",
-            retryable=True,
-            retry_after=1,
-        ) from exc
+        raise
     gateway.detached[stream_id] = generation
     gateway.spawn(produce(gateway, stream_id, generation))
     created = StreamCreated(
@@ -198,13 +198,38 @@ async def create_stream(
     )
 
 
+@contextlib.asynccontextmanager
+async def _store_errors() -> AsyncIterator[None]:
+    """The store (Redis) failing becomes a retryable 503, not a 500."""
+    try:
+        yield
+    except RequestRejected:
+        raise
+    except Exception as exc:
+        logger.warning("the stream store failed: %s", exc, exc_info=True)
+        raise RequestRejected.of(
+            503,
+            ErrorCode.STORE_UNAVAILABLE,
+            "The stream store is unavailable; retry shortly.",
+            retryable=True,
+            retry_after=1,
+        ) from exc
+
+
 async def _frames(frames: AsyncIterator[Frame], retry_ms: int) -> AsyncIterator[bytes]:
     # A reader of a resumable stream is meant to come back: tell EventSource how soon
     # (its own default is a few seconds). A `retry` field alone dispatches no event.
     yield f"retry: {retry_ms}\n\n".encode()
-    async with contextlib.aclosing(frames):  # type: ignore[type-var]
-        async for frame in frames:
-            yield frame.data
+    try:
+        async with contextlib.aclosing(frames):  # type: ignore[type-var]
+            async for frame in frames:
+                yield frame.data
+    except StreamNotFound:
+        return  # expired since we looked: the reconnect gets 204
+    except Exception:
+        # The store failed mid-stream: end the response; the reader reconnects with
+        # Last-Event-ID and gets either the rest or a clear 503.
+        logger.warning("reading a stream from the store failed", exc_info=True)
 
 
 @router.get(
@@ -232,18 +257,19 @@ async def stream_events(
     raw = last_event_id_header if last_event_id_header is not None else last_event_id
     after = 0
     if raw:
-        if not raw.strip().isdigit():
-            raise RequestRejected.of(
-                422,
-                ErrorCode.INVALID_REQUEST,
-                "Last-Event-ID must be an event id from this stream.",
-            )
+        raw = raw.strip()
+        # ASCII digits only (str.isdigit also takes "²"), and no longer than an id can be.
+        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+            raise _bad_last_event_id()
         after = int(raw)
-    info = await gateway.store.info(stream_id)
+    async with _store_errors():
+        info = await gateway.store.info(stream_id)
     if info is None:
         if "text/event-stream" in request.headers.get("accept", ""):
             return Response(status_code=204)  # EventSource stops reconnecting on 204
         raise _not_found(stream_id)
+    if after > info.events:
+        raise _bad_last_event_id()  # an id this stream never sent
     s = gateway.settings
     return EventSourceResponse(
         _frames(gateway.store.follow(stream_id, after), s.retry_hint_ms),
@@ -265,7 +291,8 @@ async def stream_events(
     summary="A stream's status, event count and usage",
 )
 async def stream_status(stream_id: str, gateway: GatewayDep, caller: CallerDep) -> StreamStatus:
-    info = _visible(await gateway.store.info(stream_id), caller)
+    async with _store_errors():
+        info = _visible(await gateway.store.info(stream_id), caller)
     if info is None:
         raise _not_found(stream_id)
     return StreamStatus(
@@ -287,11 +314,12 @@ async def stream_status(stream_id: str, gateway: GatewayDep, caller: CallerDep) 
     summary="Cancel a running stream",
 )
 async def cancel_stream(stream_id: str, gateway: GatewayDep, caller: CallerDep) -> StreamStatus:
-    if _visible(await gateway.store.info(stream_id), caller) is None:
-        raise _not_found(stream_id)
-    generation = gateway.detached.get(stream_id)
-    if generation is not None:
-        generation.interrupt(_cancelled())
-    elif not await gateway.store.request_cancel(stream_id):
-        raise _not_found(stream_id)
+    async with _store_errors():
+        if _visible(await gateway.store.info(stream_id), caller) is None:
+            raise _not_found(stream_id)
+        generation = gateway.detached.get(stream_id)
+        if generation is not None:
+            generation.interrupt(_cancelled())
+        elif not await gateway.store.request_cancel(stream_id):
+            raise _not_found(stream_id)
     return await stream_status(stream_id, gateway, caller)
