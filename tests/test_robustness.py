@@ -3,21 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import time
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
 import pytest
+from langchain_core.messages import AIMessageChunk
 
-from gemini_sse._models import StreamRequest, TokenEvent
+from gemini_sse._models import ChatMessage, StreamRequest, TokenEvent
 from gemini_sse.server.app import create_app
 from gemini_sse.server.encoding import encode_sse
+from gemini_sse.server.pipeline import Generation, Timeouts
+from gemini_sse.server.providers import ModelRequest
 from gemini_sse.server.redis_store import RedisStore
 from gemini_sse.server.routes import event_stream
 from gemini_sse.server.store import Frame, StreamInfo
 
 from .conftest import make_settings
 from .servers import RunningServer, free_port
+from .sse import iter_events
 
 pytestmark = pytest.mark.anyio
 
@@ -193,3 +198,39 @@ async def test_cancelling_an_expired_stream_leaves_no_key_behind(redis_url: str)
         assert await store.keys_of("never-was") == []
     finally:
         await store.aclose()
+
+
+def test_cancel_during_a_retry_backoff_does_not_wait_it_out(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """DELETE while the gateway waits to retry the model ends the stream at once."""
+    running = serve(upstream_retries=2, upstream_retry_budget_s=20)
+    body = {"message": "hi", "simulation": {"fault": "rate_limit", "fail_after": 0}}
+    created = httpx.post(f"{running.url}/v1/streams", json=body).json()
+    time.sleep(0.3)  # the first try failed; the retry waits ~2 s (the model's retry-after)
+    started = time.monotonic()
+    assert httpx.delete(f"{running.url}/v1/streams/{created['id']}").status_code == 202
+    with httpx.stream("GET", f"{running.url}{created['events_url']}") as response:
+        last = list(iter_events(response.iter_raw()))[-1]
+    assert last.data["code"] == "cancelled"
+    assert time.monotonic() - started < 1.2  # not the ~2 s backoff
+
+
+async def test_no_text_because_the_output_budget_ran_out_says_so() -> None:
+    """An empty answer that stopped at max tokens names the budget, not a blocked prompt."""
+
+    class BudgetSpent:
+        name = "fake"
+
+        async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+            yield AIMessageChunk(content="", response_metadata={"finish_reason": "MAX_TOKENS"})
+
+        async def aclose(self) -> None:
+            return None
+
+    request = ModelRequest(messages=[ChatMessage(role="user", content="hi")], model="m")
+    generation = Generation(BudgetSpent(), request, Timeouts(first_token=5, idle=5, total=5))
+    events = [event async for event in generation.events()]
+    assert [e.event for e in events] == ["error"]
+    assert events[0].code == "content_blocked"
+    assert "max_output_tokens" in events[0].message

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -159,3 +160,34 @@ def test_auto_provider_without_google_credentials_serves_the_simulated_model() -
         output = proc.stdout.read().decode() if proc.stdout else ""
     assert health["provider"] == "fake"
     assert "SIMULATED" in output
+
+
+def test_sigterm_answers_requests_that_are_not_streams_yet() -> None:
+    """A request still waiting for its answer (no SSE response open) gets 503 shutting_down."""
+    env = {
+        "GEMINI_SSE_PROVIDER": "fake",
+        "GEMINI_SSE_FAKE_CHUNKS": "1000",
+        "GEMINI_SSE_FAKE_DELAY_MS": "100",
+        "GEMINI_SSE_FAKE_FIRST_DELAY_MS": "10",
+        "GEMINI_SSE_DRAIN_S": "5",
+    }
+    body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
+    with run_process(env) as (url, proc):
+        result: list[httpx.Response] = []
+        thread = threading.Thread(
+            target=lambda: result.append(
+                httpx.post(f"{url}/v1/chat/completions", json=body, timeout=30)
+            )
+        )
+        thread.start()
+        time.sleep(1.0)  # the answer is being collected, nothing sent yet
+        proc.send_signal(signal.SIGTERM)
+        signalled = time.monotonic()
+        thread.join(timeout=30)
+        answered = time.monotonic() - signalled
+        proc.wait(timeout=10)
+    (response,) = result
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "shutting_down"
+    # Well inside the 5 s drain: the gateway did not wait for uvicorn's timeout.
+    assert answered < 4

@@ -305,6 +305,11 @@ class Gateway:
         await self.shutdown_event.wait()
         self.drain()
 
+    def begin_shutdown(self) -> None:
+        """The server was told to exit: drain now, and tell every open SSE response."""
+        self.shutdown_event.set()
+        self.drain()
+
     def drain(self) -> None:
         """End every live generation with a retryable `shutting_down` error."""
         self.draining = True

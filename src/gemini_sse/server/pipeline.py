@@ -15,6 +15,7 @@ event models it yields.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import random
@@ -189,6 +190,7 @@ class Generation:
         self._usage: list[int] | None = None  # input, output, total tokens
         self._interrupt: ErrorInfo | None = None
         self._clock: _Clock | None = None
+        self._woken = asyncio.Event()  # set by `interrupt`: ends a retry's wait early
 
     @property
     def usage(self) -> Usage | None:
@@ -211,6 +213,7 @@ class Generation:
         self._interrupt = info
         if self._clock is not None:
             self._clock.expire_now()
+        self._woken.set()
 
     async def events(self) -> AsyncGenerator[PipelineEvent, None]:
         loop = asyncio.get_running_loop()
@@ -276,7 +279,9 @@ class Generation:
                 logger.info(
                     "upstream failed before the first chunk; retry %d in %.2fs", attempt, retry_in
                 )
-                await asyncio.sleep(retry_in)
+                # An interruption (cancel, shutdown) must not wait out the backoff.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._woken.wait(), retry_in)
 
             if self._interrupt is not None:
                 yield self._error(self._interrupt)
@@ -320,11 +325,14 @@ class Generation:
     def _finish(self, finish_reason: str | None, elapsed: float) -> PipelineEvent:
         reason = (finish_reason or "").lower().removeprefix("finish_reason_")
         if reason in _BLOCKED or self.ttft_s is None:
-            why = (
-                "The model's safety filters withheld the answer."
-                if reason in _BLOCKED
-                else ("The model returned no text; the prompt may have been blocked.")
-            )
+            if reason in _BLOCKED:
+                why = "The model's safety filters withheld the answer."
+            elif _FINISH.get(reason) == "length":
+                # Thinking models spend output tokens before they write: a small budget
+                # can run out with nothing to show.
+                why = "The model reached max_output_tokens before writing any text; raise it."
+            else:
+                why = "The model returned no text; the prompt may have been blocked."
             return self._error(ErrorInfo(code=ErrorCode.CONTENT_BLOCKED, message=why))
         self.outcome = "done"
         return DoneEvent(

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import resource
+import socket
+from types import FrameType
 
 import uvicorn
 from uvicorn.config import HTTPProtocolType, LoopFactoryType
 
 from .app import create_app
+from .gateway import Gateway
 from .logs import configure_logging
 from .settings import Settings
 
@@ -67,6 +71,29 @@ def serve(
         # SSE is never compressed, and no proxy headers are trusted by default.
         proxy_headers=False,
     )
-    server = uvicorn.Server(config)
+    server = _Server(config, app.state.gateway)
     prepare_process()
     server.run()
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, telling the gateway the moment it is asked to exit.
+
+    Without this, only sse-starlette would notice (and only while one of its responses is
+    open): a request still waiting for its first token, or a detached stream, would sit
+    out uvicorn's graceful timeout and be cut without a word.
+    """
+
+    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
+        super().__init__(config)
+        self._gateway = gateway
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self._loop is not None:
+            self._loop.call_soon_threadsafe(self._gateway.begin_shutdown)
