@@ -14,7 +14,7 @@ from typing import TextIO
 
 from ._client import DEFAULT_URL, Client
 from ._exceptions import GeminiSSEError, RequestRejected, StreamError
-from ._models import DoneEvent, ErrorCode, ErrorEvent, Event, TokenEvent
+from ._models import UPSTREAM_CODES, DoneEvent, ErrorEvent, Event, TokenEvent
 from ._protocol import StreamOptions
 
 
@@ -29,17 +29,6 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
-UPSTREAM_CODES = frozenset(
-    {
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.UPSTREAM_UNAVAILABLE,
-        ErrorCode.BAD_REQUEST,
-        ErrorCode.UPSTREAM_AUTH,
-        ErrorCode.TIMEOUT,
-        ErrorCode.CONTENT_BLOCKED,
-        ErrorCode.UPSTREAM_DISCONNECTED,
-    }
-)
 
 EPILOG = """\
 output:

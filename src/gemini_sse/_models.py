@@ -45,6 +45,20 @@ class ErrorCode(StrEnum):
     STORE_UNAVAILABLE = "store_unavailable"
 
 
+#: The codes that mean the model (upstream) failed, not the gateway or the request.
+UPSTREAM_CODES: frozenset[ErrorCode] = frozenset(
+    {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        ErrorCode.BAD_REQUEST,
+        ErrorCode.UPSTREAM_AUTH,
+        ErrorCode.TIMEOUT,
+        ErrorCode.CONTENT_BLOCKED,
+        ErrorCode.UPSTREAM_DISCONNECTED,
+    }
+)
+
+
 class _Model(BaseModel):
     # Fields a newer gateway adds must not break an older client: ignore what we don't know.
     model_config = ConfigDict(extra="ignore", frozen=True)

@@ -17,13 +17,13 @@ from .pipeline import PipelineEvent
 # Tokens are most of the traffic: encode them without going through pydantic. The output
 # is byte-for-byte what `event_data` gives (a test holds the two together). json.dumps
 # escapes non-ASCII by default, so U+2028/U+2029 and CR in text cannot split a line.
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
+dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 def encode_sse(event_id: int, event: PipelineEvent, *, retry_ms: int | None = None) -> bytes:
     """One SSE message: `id:`, `event:`, optional `retry:`, one `data:` line."""
     if type(event) is TokenEvent:
-        data = '{"text":' + _dumps(event.text) + "}"
+        data = '{"text":' + dumps_ascii(event.text) + "}"
     elif type(event) is SeparatorEvent:
         data = f'{{"index":{event.index}}}'
     else:

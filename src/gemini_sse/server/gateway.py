@@ -179,15 +179,6 @@ class Gateway:
                 self.spawn(self.limiter.settle(caller, slot, 0))
             raise
 
-    def start(
-        self, request: ModelRequest, *, separators: bool | None, request_id: str | None
-    ) -> Generation:
-        """Start one generation without a caller's limits; raise 503 if there is no room.
-
-        For code that cannot await; routes with a caller use `admit`.
-        """
-        return self._launch(request, separators, request_id, None, None, None)
-
     def _check_capacity(self) -> None:
         """Raise 503 `shutting_down` or `overloaded` if no generation can start now."""
         with self._counting("overload"):

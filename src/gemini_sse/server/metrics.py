@@ -28,23 +28,12 @@ from prometheus_client import (
 )
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
 
-from .._models import ErrorCode
+from .._models import UPSTREAM_CODES
 
 # Why a request was refused before any model call (`gemini_sse_requests_rejected_total`).
 REJECTION_REASONS = ("auth", "rate_limit", "overload", "validation", "too_large")
 
 # Codes of `error` events that the model's side caused (`gemini_sse_upstream_errors_total`).
-UPSTREAM_CODES = frozenset(
-    {
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.UPSTREAM_UNAVAILABLE,
-        ErrorCode.BAD_REQUEST,
-        ErrorCode.UPSTREAM_AUTH,
-        ErrorCode.TIMEOUT,
-        ErrorCode.CONTENT_BLOCKED,
-        ErrorCode.UPSTREAM_DISCONNECTED,
-    }
-)
 
 TTFT_BUCKETS = (0.1, 0.25, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 20.0, 30.0, 60.0)
 GAP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)

@@ -20,7 +20,6 @@ Deliberate differences from OpenAI's service:
 from __future__ import annotations
 
 import contextlib
-import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
@@ -38,6 +37,7 @@ from starlette.types import Receive, Scope, Send
 
 from .._exceptions import RequestRejected
 from .._models import DoneEvent, ErrorCode, ErrorEvent, ErrorInfo, TokenEvent
+from .encoding import dumps_ascii
 from .gateway import Gateway
 from .openai_models import (
     AssistantMessage,
@@ -102,7 +102,6 @@ class OpenAIRoute(APIRoute):
 # --- encoding ---------------------------------------------------------------------------
 
 # json.dumps escapes non-ASCII by default, so U+2028/U+2029 and CR cannot split a line.
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 class ChunkEncoder:
@@ -114,8 +113,8 @@ class ChunkEncoder:
 
     def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
         self._head = (
-            f'data: {{"id":{_dumps(completion_id)},"object":"chat.completion.chunk",'
-            f'"created":{created},"model":{_dumps(model)},'
+            f'data: {{"id":{dumps_ascii(completion_id)},"object":"chat.completion.chunk",'
+            f'"created":{created},"model":{dumps_ascii(model)},'
         )
         self._delta = self._head + '"choices":[{"index":0,"delta":{'
         self._include_usage = include_usage
@@ -123,13 +122,13 @@ class ChunkEncoder:
 
     def encode(self, event: PipelineEvent) -> bytes:
         if type(event) is TokenEvent:
-            return self._choice('"content":' + _dumps(event.text), "null")
+            return self._choice('"content":' + dumps_ascii(event.text), "null")
         if isinstance(event, DoneEvent):
             return self._end(event)
         if isinstance(event, ErrorEvent):
             if event.code == ErrorCode.CONTENT_BLOCKED and self._role_sent:
                 return self._end(event)
-            return f"data: {_dumps({'error': error_detail(event.info)})}\n\n".encode()
+            return f"data: {dumps_ascii({'error': error_detail(event.info)})}\n\n".encode()
         return b""  # separators have no place in this format
 
     def _choice(self, delta: str, finish: str) -> bytes:
@@ -141,7 +140,7 @@ class ChunkEncoder:
 
     def _end(self, end: DoneEvent | ErrorEvent) -> bytes:
         # OpenAI's last choice chunk has an empty delta; the usage chunk has no choices.
-        out = self._choice("", _dumps(finish_reason(end)))
+        out = self._choice("", dumps_ascii(finish_reason(end)))
         if self._include_usage:
             usage = completion_usage(end.usage)
             usage_json = "null" if usage is None else usage.model_dump_json()

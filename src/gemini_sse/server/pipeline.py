@@ -183,7 +183,6 @@ class Generation:
         self.request_id = request_id
         # Filled in as the stream runs; read by routes, logs and metrics.
         self.chunks = 0
-        self.output_chars = 0
         self.ttft_s: float | None = None
         self.outcome: str | None = None  # "done", an error code, or "client_disconnect"
         # Usage so far as plain ints (a pydantic `Usage` per chunk cost ~0.8 us): `usage`.
@@ -254,7 +253,6 @@ class Generation:
                             if self.ttft_s is None:
                                 self.ttft_s = loop.time() - started
                             yield TokenEvent(text=text)
-                            self.output_chars += len(text)
                             if self.separators:
                                 yield SeparatorEvent(index=self.chunks)
                             self.chunks += 1

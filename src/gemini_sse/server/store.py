@@ -12,11 +12,11 @@ import asyncio
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Protocol
 
-from .._models import Usage
+from .._models import StreamState, Usage
 
-Status = Literal["running", "done", "error", "cancelled"]
+Status = StreamState
 
 
 @dataclass(frozen=True, slots=True)

@@ -50,7 +50,10 @@ class GenAIProvider(LangChainProvider):
                 "The genai provider needs GEMINI_SSE_GENAI_API_KEY (Gemini API) or a "
                 "Google Cloud project (GEMINI_SSE_VERTEX_PROJECT or GOOGLE_CLOUD_PROJECT)."
             )
-        self.chat_model(settings.model)  # configuration errors show at startup
+        # Every servable model is built now: configuration errors show at startup, and
+        # no request pays (on the event loop) for building one.
+        for model in settings.allowed_models():
+            self.chat_model(model)
 
     def build_model(self, model: str) -> BaseChatModel:
         s = self.settings

@@ -38,7 +38,10 @@ class OpenAIProvider(LangChainProvider):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
-        self.chat_model(settings.model)  # configuration errors show at startup
+        # Every servable model is built now: configuration errors show at startup, and
+        # no request pays (on the event loop) for building one.
+        for model in settings.allowed_models():
+            self.chat_model(model)
 
     def build_model(self, model: str) -> BaseChatModel:
         s = self.settings

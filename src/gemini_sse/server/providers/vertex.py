@@ -71,7 +71,10 @@ class VertexProvider(LangChainProvider):
             raise ValueError(
                 "GEMINI_SSE_VERTEX_TRANSPORT=rest needs aiohttp: pip install 'google-auth[aiohttp]'"
             )
-        self.chat_model(settings.model)  # configuration errors show at startup
+        # Every servable model is built now: configuration errors show at startup, and
+        # no request pays (on the event loop) for building one.
+        for model in settings.allowed_models():
+            self.chat_model(model)
 
     def build_model(self, model: str) -> BaseChatModel:
         options: dict[str, Any] = {
