@@ -38,3 +38,11 @@ def test_client_module_re_exports_the_same_objects() -> None:
 def test_version_matches_the_installed_distribution() -> None:
     """`__version__` is the version pip installed."""
     assert gemini_sse.__version__ == importlib.metadata.version("gemini-sse")
+
+
+def test_the_package_and_gemini_sse_client_offer_one_surface() -> None:
+    """`gemini_sse` and `gemini_sse.client` export the same names (the package adds its version)."""
+    import gemini_sse
+    import gemini_sse.client
+
+    assert set(gemini_sse.__all__) - {"__version__"} == set(gemini_sse.client.__all__)

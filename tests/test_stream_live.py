@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import signal
 import socket
 import threading
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from .servers import RunningServer, run_process
 from .sse import iter_events, names
@@ -93,7 +95,7 @@ def test_heartbeat_comments_keep_a_quiet_stream_alive(serve: Callable[..., Runni
 
 
 def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancelled(
-    serve: Callable[..., RunningServer],
+    serve: Callable[..., RunningServer], caplog: pytest.LogCaptureFixture
 ) -> None:
     """A reader that never reads cannot make the server buffer without bound (send timeout)."""
     running = serve(
@@ -104,6 +106,7 @@ def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancelled(
         fake_first_delay_ms=0,
         total_timeout_s=60,
     )
+    caplog.set_level(logging.INFO, logger="gemini_sse")
     stats = running.gateway.provider.stats  # type: ignore[attr-defined]
     port = int(running.url.rsplit(":", 1)[1])
     with socket.socket() as sock:
@@ -118,6 +121,9 @@ def test_a_client_that_stops_reading_is_dropped_and_its_generation_cancelled(
         assert wait_for(lambda: stats.cancelled == 1, seconds=10)
         assert wait_for(lambda: not running.gateway.live)
     assert stats.completed == 0
+    # Routine, not an error: no traceback in the error log.
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert any("stopped reading" in r.getMessage() for r in caplog.records)
 
 
 def test_sigterm_ends_streams_with_shutting_down_and_exits(tmp_path: Any) -> None:

@@ -5,7 +5,7 @@ event models, the errors, and the SSE decoder. The gateway is `gemini_sse.server
 needs the `server` extra and is never imported from here.
 """
 
-from ._client import AsyncClient, Client
+from ._client import DEFAULT_URL, AsyncClient, Client
 from ._decoder import ServerSentEvent, SSEDecoder
 from ._exceptions import (
     ConnectError,
@@ -46,6 +46,7 @@ __all__ = [
     "Completion",
     "ConnectError",
     "ConnectTimeout",
+    "DEFAULT_URL",
     "DoneEvent",
     "ErrorCode",
     "ErrorEvent",

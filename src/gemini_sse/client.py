@@ -10,6 +10,7 @@ Needs only httpx and pydantic: the gateway's dependencies are never imported.
 """
 
 from ._client import DEFAULT_URL, AsyncClient, Client
+from ._decoder import ServerSentEvent, SSEDecoder
 from ._exceptions import (
     ConnectError,
     ConnectTimeout,
@@ -29,6 +30,7 @@ from ._models import (
     DoneEvent,
     ErrorCode,
     ErrorEvent,
+    ErrorInfo,
     Event,
     SeparatorEvent,
     SimulationOptions,
@@ -50,6 +52,7 @@ __all__ = [
     "DoneEvent",
     "ErrorCode",
     "ErrorEvent",
+    "ErrorInfo",
     "Event",
     "EventSequenceError",
     "GatewayError",
@@ -60,7 +63,9 @@ __all__ = [
     "ReadTimeout",
     "Reconnect",
     "RequestRejected",
+    "SSEDecoder",
     "SeparatorEvent",
+    "ServerSentEvent",
     "SimulationOptions",
     "StreamCreated",
     "StreamError",

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse, ServerSentEvent
+from sse_starlette.sse import SendTimeoutError
 from starlette.background import BackgroundTask
+from starlette.types import Receive, Scope, Send
 
 from .._models import ErrorBody, Fault, SimulationOptions, StreamRequest, TokenEvent
 from .auth import Caller, secret_matches, unauthorized
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
+
+logger = logging.getLogger("gemini_sse.routes")
 
 router = APIRouter()
 # Served unless GEMINI_SSE_METRICS=false; app.py decides.
@@ -86,6 +91,21 @@ async def _sse_body(gateway: Gateway, generation: Generation) -> AsyncIterator[b
         gateway.finish(generation)
 
 
+class EventStream(EventSourceResponse):
+    """sse-starlette's response, with a client that stops reading treated as routine.
+
+    sse-starlette ends such a stream with `SendTimeoutError` (after `send_timeout`), which
+    would reach the ASGI server as an error with a traceback: any client could fill the
+    error log by not reading. It is logged here at info, once, as what it is.
+    """
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        except SendTimeoutError:
+            logger.info("a client stopped reading; its stream was dropped after the send timeout")
+
+
 def heartbeat() -> ServerSentEvent:
     """The `: ping` comment sent while a stream is quiet (LF-terminated like our events)."""
     return ServerSentEvent(comment="ping", sep="\n")
@@ -99,7 +119,7 @@ def event_stream(
 ) -> EventSourceResponse:
     """The SSE response for one generation; `body` replaces our typed events (OpenAI's)."""
     s = gateway.settings
-    return EventSourceResponse(
+    return EventStream(
         _sse_body(gateway, generation) if body is None else body,
         headers={"X-Request-ID": request_id} if request_id else None,
         ping=s.heartbeat_s,

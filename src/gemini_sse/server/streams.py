@@ -40,7 +40,7 @@ from .auth import Caller
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
-from .routes import CallerDep, GatewayDep, heartbeat, request_id_of
+from .routes import CallerDep, EventStream, GatewayDep, heartbeat, request_id_of
 from .store import Frame, Status, StreamInfo, StreamNotFound, StreamStore
 
 logger = logging.getLogger("gemini_sse.streams")
@@ -271,7 +271,7 @@ async def stream_events(
     if after > info.events:
         raise _bad_last_event_id()  # an id this stream never sent
     s = gateway.settings
-    return EventSourceResponse(
+    return EventStream(
         _frames(gateway.store.follow(stream_id, after), s.retry_hint_ms),
         ping=s.heartbeat_s,
         ping_message_factory=heartbeat,
