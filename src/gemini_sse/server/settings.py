@@ -117,11 +117,11 @@ class Settings(BaseSettings):
 
     # --- Gemini API / Vertex through google-genai (provider `genai`) ------------------------
     genai_base_url: str | None = None
-    genai_api_key: str | None = None
+    genai_api_key: SecretStr | None = None
 
     # --- OpenAI-compatible servers (provider `openai`) --------------------------------------
     openai_base_url: str | None = None
-    openai_api_key: str | None = None
+    openai_api_key: SecretStr | None = None
 
     # --- the gateway's own retry of upstream errors before the first chunk ----------------
     upstream_retries: int = Field(default=2, ge=0)

@@ -30,7 +30,6 @@ from langchain_core.messages import AIMessageChunk
 # Imported with this module, when the provider is chosen at startup: inside a request
 # the import (about a second) would stall the event loop.
 from langchain_google_genai import ChatGoogleGenerativeAI
-from pydantic import SecretStr
 
 from ..settings import Settings
 from .base import LangChainProvider, ModelRequest
@@ -61,7 +60,7 @@ class GenAIProvider(LangChainProvider):
         if s.genai_base_url:
             options["base_url"] = s.genai_base_url
         if s.genai_api_key is not None:
-            options |= {"vertexai": False, "google_api_key": SecretStr(s.genai_api_key)}
+            options |= {"vertexai": False, "google_api_key": s.genai_api_key}
         else:
             # Vertex AI authenticates with ADC only: no API key from the environment
             # (GOOGLE_API_KEY) is handed to the client.

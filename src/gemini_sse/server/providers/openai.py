@@ -48,7 +48,7 @@ class OpenAIProvider(LangChainProvider):
         chat: BaseChatModel = ChatOpenAI(
             model=model,
             base_url=s.openai_base_url,
-            api_key=SecretStr(s.openai_api_key or PLACEHOLDER_KEY),
+            api_key=s.openai_api_key or SecretStr(PLACEHOLDER_KEY),
             stream_usage=True,
             max_retries=0,
         )
