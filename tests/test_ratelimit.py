@@ -5,7 +5,9 @@ from __future__ import annotations
 import contextlib
 import secrets
 import signal
+import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +15,10 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
+
+from gemini_sse.server import ratelimit
+from gemini_sse.server.ratelimit import REDIS_TIMEOUT_S
 
 from .servers import RunningServer, free_port, run_process
 from .sse import iter_events, parse
@@ -67,6 +73,29 @@ def held_stream(url: str, key: str | None) -> Iterator[None]:
         events = iter_events(r.iter_raw())  # held: dropping it would close the response
         assert next(events).event == "token"
         yield
+
+
+@contextlib.contextmanager
+def black_hole() -> Iterator[str]:
+    """A `redis://` URL on 127.0.0.1 whose server accepts connections and never answers."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):  # the listener closed: the block ended
+            while True:
+                accepted.append(listener.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"redis://127.0.0.1:{listener.getsockname()[1]}/0"
+    finally:
+        listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() would not
+        listener.close()
+        thread.join(timeout=5)
+        for conn in accepted:
+            conn.close()
 
 
 @contextlib.contextmanager
@@ -149,6 +178,21 @@ def test_limits_are_not_enforced_when_redis_is_unreachable(
     assert started(running) == 3
 
 
+def test_a_redis_that_never_answers_delays_requests_once_not_each_time(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """Redis silent: after one timed-out call limits skip Redis, so 5 requests take < 2 timeouts."""
+    with black_hole() as url:
+        running = serve(redis_url=url, rate_limit_rpm=1, tokens_per_minute=1, max_streams_per_key=1)
+        began = time.monotonic()
+        for _ in range(5):
+            assert post(running.url).status_code == 200
+        elapsed = time.monotonic() - began
+        assert elapsed < 2 * REDIS_TIMEOUT_S, f"5 requests took {elapsed:.1f} s"
+        assert started(running) == 5
+        assert wait_for(lambda: settled(running))
+
+
 @pytest.mark.redis
 def test_tokens_are_shared_by_replicas(serve: Callable[..., RunningServer], redis_url: str) -> None:
     """With Redis, tokens spent through one replica count on another."""
@@ -160,6 +204,31 @@ def test_tokens_are_shared_by_replicas(serve: Callable[..., RunningServer], redi
     assert post(one.url, a, {"message": "hi"}).status_code == 200  # 15 more
     assert wait_for(lambda: settled(one))
     assert_throttled(post(two.url, a), "has used its 10 output tokens")
+
+
+@pytest.mark.redis
+def test_a_stream_that_ends_while_redis_is_skipped_frees_its_slot(
+    serve: Callable[..., RunningServer], redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that ends while Redis is skipped stops being renewed; its slot is free later."""
+    monkeypatch.setattr(ratelimit, "COOL_DOWN_S", 3.0)
+    (a,) = fresh_keys(1)
+    running = serve(api_keys=a, max_streams_per_key=1, redis_url=redis_url, stream_lease_s=1)
+    with held_stream(running.url, a):
+        # Redis stops answering for longer than one call may wait: the limiter fails open.
+        with redis.Redis.from_url(redis_url) as admin:
+            admin.client_pause(int(REDIS_TIMEOUT_S * 1000) + 500, all=True)
+        assert post(running.url, a).status_code == 200
+    assert wait_for(lambda: settled(running))  # its slot was settled while Redis was skipped
+    # ... so this replica no longer renews it (else, with a lease longer than the cool-down,
+    # the renewals would hold it in Redis for ever); in Redis it lapses after the lease.
+    assert not running.gateway.limiter.slots._held  # type: ignore[attr-defined]
+    # The cool-down (restarted by a renewal that was waiting on Redis) ends, renewals resume
+    # (every 1/3 s), then a lease passes.
+    time.sleep(3.0 + 2.0)
+    assert post(running.url, a).status_code == 200  # the ended stream's slot is not held
+    with held_stream(running.url, a):
+        assert_throttled(post(running.url, a), "already runs 1 stream(s) at once")
 
 
 @pytest.mark.redis

@@ -4,18 +4,22 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 import pytest
+from langchain_core.messages import AIMessageChunk
 from streamlit.proto.TextInput_pb2 import TextInput as TextInputProto
 from streamlit.testing.v1 import AppTest
 
 import gemini_sse.ui
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.app import create_app
+from gemini_sse.server.providers.base import ModelRequest
+from gemini_sse.server.providers.fake import FakeProvider, expected_answer
 from gemini_sse.ui import launch
 
-from .servers import RunningServer
+from .conftest import make_settings
+from .servers import RunningServer, run_in_thread
 
 APP = Path(gemini_sse.ui.__file__).with_name("streamlit_app.py")
 QUICK = {"fake_chunks": 4, "fake_first_delay_ms": 10, "fake_delay_ms": 20}
@@ -46,7 +50,7 @@ def test_question_streams_the_answer_into_the_chat(
     assert user.name == "user" and user.markdown[0].value == "What is baseball?"
     assert assistant.name == "assistant"
     expected = expected_answer(running.gateway.settings, ["What is baseball?"])
-    assert assistant.markdown[0].value == expected
+    assert assistant.text[0].value == expected
     assert not app.error
 
 
@@ -60,7 +64,10 @@ def test_follow_up_sends_the_conversation_so_far(
     ask(app, "What is baseball?")
     ask(app, "And cricket?")
     first = expected_answer(settings, ["What is baseball?"])
-    texts = [message.markdown[0].value for message in app.chat_message]
+    texts = [
+        (message.markdown if message.name == "user" else message.text)[0].value
+        for message in app.chat_message
+    ]
     assert texts == [
         "What is baseball?",
         first,
@@ -79,7 +86,7 @@ def test_upstream_error_is_shown_with_its_code(
     (error,) = app.error
     assert error.value.startswith("`rate_limited` The model's rate limit")
     assert "try again in 2 s" in error.value
-    partial = app.chat_message[1].markdown[0].value
+    partial = app.chat_message[1].text[0].value
     full = expected_answer(running.gateway.settings, ["What is baseball?"])
     assert partial and full.startswith(partial) and partial != full
     ask(app, "Again?")  # the failed turn is still shown after a rerun, and not sent
@@ -110,7 +117,7 @@ def test_api_key_from_the_environment_is_used_but_never_put_in_a_widget(
     assert field.value == "" and field.proto.type == TextInputProto.Type.PASSWORD
     ask(app, "What is baseball?")
     assert not app.error
-    assert app.chat_message[1].markdown[0].value == expected_answer(
+    assert app.chat_message[1].text[0].value == expected_answer(
         running.gateway.settings, ["What is baseball?"]
     )
     # A typed key wins over the environment's (widgets are looked up anew after each run).
@@ -118,6 +125,57 @@ def test_api_key_from_the_environment_is_used_but_never_put_in_a_widget(
     ask(app, "And cricket?")
     (error,) = app.error
     assert error.value.startswith("`unauthorized` ")
+
+
+def test_api_key_from_the_environment_is_not_sent_to_a_url_typed_in_the_page(
+    serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`GEMINI_SSE_API_KEY` goes to `GEMINI_SSE_URL` only, never to a URL a visitor types."""
+    configured = serve(api_keys="sk-from-env", **QUICK)
+    theirs = serve(api_keys="sk-from-env", **QUICK)  # would accept the key, were it sent
+    monkeypatch.setenv("GEMINI_SSE_API_KEY", "sk-from-env")
+    app = start_app(configured.url, monkeypatch)
+    app.sidebar.text_input(key="url").set_value(theirs.url).run()
+    ask(app, "What is baseball?")
+    stats = theirs.gateway.provider.stats  # type: ignore[attr-defined]
+    assert stats.started == 0, "the page sent the environment's key to the typed URL"
+    (error,) = app.error
+    # The gateway's message for a request without `Authorization` (a wrong key is "not valid").
+    assert error.value.startswith("`unauthorized` An API key is required"), error.value
+    # Back to the configured gateway (a trailing slash is the same URL): the key is sent.
+    app.sidebar.text_input(key="url").set_value(configured.url + "/").run()
+    ask(app, "And cricket?")
+    assert [e.value for e in app.error] == [error.value]  # only the first turn's
+    assert app.chat_message[3].text[0].value == expected_answer(
+        configured.gateway.settings, ["And cricket?"]
+    )
+
+
+LEAKY = "See ![x](http://127.0.0.1:1/leak.png) and **this**."
+
+
+class Scripted(FakeProvider):
+    """The simulated model, but it answers `LEAKY`, in pieces, whatever the question."""
+
+    async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+        for start in range(0, len(LEAKY), 8):
+            yield AIMessageChunk(content=LEAKY[start : start + 8])
+
+
+def test_answer_is_shown_as_text_so_markdown_images_are_not_fetched(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Markdown in an answer (an image an injected prompt asked for) stays text, then and later."""
+    settings = make_settings()
+    with run_in_thread(create_app(settings, provider=Scripted(settings))) as running:
+        app = start_app(running.url, monkeypatch)
+        ask(app, "What is baseball?")
+        for _ in range(2):  # as it streams, then from the history on the next run
+            assistant = app.chat_message[1]
+            assert [t.value for t in assistant.text] == [LEAKY]
+            assert not assistant.markdown and not app.get("image")
+            assert not app.error
+            app.run()
 
 
 def test_launch_runs_the_packaged_app_on_localhost_only() -> None:

@@ -18,7 +18,11 @@ died and are dropped by the next admission, so a crash frees its slots within a 
 
 If Redis cannot be reached (or takes over 2 s), limits are not enforced (a warning is
 logged, once a minute) rather than every request refused: they protect a budget, not
-the gateway.
+the gateway. After a failure the limits leave Redis alone for `COOL_DOWN_S`, then try it
+again (a circuit breaker): a Redis that accepts connections but never answers would
+otherwise cost every limit call its own timeout, several per request. Slots are freed in
+this process at once even then; their Redis members, no longer renewed, lapse after the
+lease.
 """
 
 from __future__ import annotations
@@ -44,6 +48,8 @@ from .settings import Settings
 logger = logging.getLogger("gemini_sse.ratelimit")
 
 _PREFIX = "gemini-sse:limits"
+REDIS_TIMEOUT_S = 2.0  # the longest one call to Redis may take
+COOL_DOWN_S = 30.0  # after a Redis failure, how long limits go unenforced before trying again
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +72,7 @@ def too_many(message: str, retry_after: float) -> RequestRejected:
 
 class _Slots(Protocol):
     async def acquire(self, caller: str, limit: int) -> Slot | None: ...
+    def forget(self, slot: Slot) -> None: ...
     async def release(self, slot: Slot) -> None: ...
     async def renew(self) -> None: ...
 
@@ -83,10 +90,13 @@ class MemorySlots:
         self._counts[caller] = count + 1
         return Slot(caller, "")
 
-    async def release(self, slot: Slot) -> None:
+    def forget(self, slot: Slot) -> None:
         count = self._counts.pop(slot.caller, 0) - 1
         if count > 0:
             self._counts[slot.caller] = count
+
+    async def release(self, slot: Slot) -> None:
+        self.forget(slot)
 
     async def renew(self) -> None:
         return None
@@ -147,12 +157,16 @@ class RedisSlots:
         self._held.setdefault(caller, set()).add(member)
         return Slot(caller, member)
 
-    async def release(self, slot: Slot) -> None:
+    def forget(self, slot: Slot) -> None:
+        """Stop renewing the slot; left in Redis, it lapses after the lease."""
         held = self._held.get(slot.caller)
         if held is not None:
             held.discard(slot.member)
             if not held:
                 del self._held[slot.caller]
+
+    async def release(self, slot: Slot) -> None:
+        self.forget(slot)  # first: should Redis fail now, the slot still lapses
         await self._redis.zrem(self._key(slot.caller), slot.member)
 
     async def renew(self) -> None:
@@ -177,12 +191,15 @@ class Limiter:
         self.renew_every_s = settings.stream_lease_s / 3
         self._redis: redis.Redis | None = None
         self._warned_at = -60.0
+        self._retry_at = 0.0  # monotonic time before which Redis is left alone
         storage: Storage
         self.slots: _Slots
         if self.enabled and settings.redis_url:
             # A Redis that stops answering must not hold requests for long.
             self._redis = redis.Redis.from_url(
-                settings.redis_url, socket_connect_timeout=2, socket_timeout=2
+                settings.redis_url,
+                socket_connect_timeout=REDIS_TIMEOUT_S,
+                socket_timeout=REDIS_TIMEOUT_S,
             )
             options: dict[str, Any] = {"connection_pool": self._redis.connection_pool}
             storage = RedisStorage(
@@ -203,15 +220,20 @@ class Limiter:
         """Whether the counts live in Redis (and slots need renewing)."""
         return self._redis is not None
 
+    def _skipping(self) -> bool:
+        """Whether Redis failed less than `COOL_DOWN_S` ago: then limits are not enforced."""
+        return time.monotonic() < self._retry_at
+
     def _unavailable(self, exc: Exception) -> None:
         now = time.monotonic()
+        self._retry_at = now + COOL_DOWN_S
         if now - self._warned_at >= 60:
             self._warned_at = now
             logger.warning("rate limits not enforced: Redis is unavailable (%s)", exc)
 
     async def check_request(self, caller: Caller) -> None:
         """Count one request; raise 429 if the caller is over its requests a minute."""
-        if self.requests is None:
+        if self.requests is None or self._skipping():
             return
         try:
             if await self._moving.hit(self.requests, "requests", caller.id):
@@ -227,7 +249,7 @@ class Limiter:
 
     async def check_tokens(self, caller: Caller) -> None:
         """Raise 429 if the caller has used its output tokens for this minute."""
-        if self.tokens is None:
+        if self.tokens is None or self._skipping():
             return
         try:
             if await self._fixed.test(self.tokens, "tokens", caller.id):
@@ -247,7 +269,7 @@ class Limiter:
 
         None: nothing to release later (no limit, or Redis unavailable).
         """
-        if not self.max_streams:
+        if not self.max_streams or self._skipping():
             return None
         try:
             slot = await self.slots.acquire(caller.id, self.max_streams)
@@ -264,6 +286,10 @@ class Limiter:
 
     async def settle(self, caller: Caller, slot: Slot | None, output_tokens: int) -> None:
         """A stream ended: free its slot and spend its tokens."""
+        if self._skipping():
+            if slot is not None:
+                self.slots.forget(slot)
+            return
         try:
             if slot is not None:
                 await self.slots.release(slot)
@@ -276,6 +302,8 @@ class Limiter:
         """Renew this replica's slots until cancelled (Redis only)."""
         while True:
             await asyncio.sleep(self.renew_every_s)
+            if self._skipping():
+                continue
             try:
                 await self.slots.renew()
             except (RedisError, OSError) as exc:

