@@ -210,3 +210,29 @@ def _eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
             return False
         time.sleep(0.01)
     return True
+
+
+def test_the_gateway_retries_a_failure_before_the_first_chunk(
+    upstream: Upstream, serve: Callable[..., RunningServer]
+) -> None:
+    """503 on the first call, then an answer: the client sees only the answer (one retry)."""
+    upstream.emulator.reset(Script(scenario="unavailable", times=1))
+    running = serve(**upstream.settings, upstream_retries=2, upstream_retry_budget_s=5)
+    with httpx.stream("POST", f"{running.url}/v1/stream", json=BODY, timeout=10) as response:
+        events = list(iter_events(response.iter_raw()))
+    assert names(events) == ["token", "separator"] * len(ANSWER) + ["done"]
+    assert text(events) == "".join(ANSWER)
+    assert upstream.emulator.calls == 2
+
+
+def test_the_gateway_never_retries_a_bad_request(
+    upstream: Upstream, serve: Callable[..., RunningServer]
+) -> None:
+    """A 400 is the client's to fix: one call upstream, one `bad_request` event."""
+    upstream.emulator.reset(Script(scenario="bad_request", times=1))
+    running = serve(**upstream.settings, upstream_retries=2, upstream_retry_budget_s=5)
+    with httpx.stream("POST", f"{running.url}/v1/stream", json=BODY, timeout=10) as response:
+        events = list(iter_events(response.iter_raw()))
+    assert names(events) == ["error"]
+    assert events[0].data["code"] == "bad_request"
+    assert upstream.emulator.calls == 1

@@ -95,7 +95,7 @@ class GenaiHttpEmulator(Emulator):
         )
 
     async def _answer(self, stream: _Stream) -> None:
-        script = self.script
+        script = self.next_script()
         if script.scenario in _ERRORS:
             status, name = _ERRORS[script.scenario]
             error: dict[str, Any] = {

@@ -49,7 +49,7 @@ class OpenAIHttpEmulator(Emulator):
             return
         body = request.json()
         self.record.seen.append(self._seen(request, body))
-        script = self.script
+        script = self.next_script()
         if script.scenario in _ERRORS:
             status, kind = _ERRORS[script.scenario]
             headers = {"retry-after": f"{RETRY_AFTER_S:g}"} if status == 429 else {}

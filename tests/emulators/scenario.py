@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from google.auth import jwt
@@ -72,6 +72,8 @@ class Script:
     # Hold the last chunk back until the test says it has the first one: a client that
     # buffers the stream then cannot finish, which `held_too_long` records.
     hold_last: bool = False
+    # `scenario` answers only the first `times` calls (None: all); later calls are normal.
+    times: int | None = None
 
     @property
     def pause_before_first(self) -> float:
@@ -111,6 +113,7 @@ class Emulator:
     def __init__(self) -> None:
         self.script = Script()
         self.record = Record()
+        self.calls = 0
         self.client_has_first = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
@@ -122,7 +125,18 @@ class Emulator:
         """Forget what was seen and answer the next calls with `script`."""
         self.script = script or Script()
         self.record = Record()
+        self.calls = 0
         self.client_has_first.clear()
+
+    # -- called from the emulator's loop ----------------------------------------------
+
+    def next_script(self) -> Script:
+        """The script for the call that starts now (see `Script.times`)."""
+        self.calls += 1
+        script = self.script
+        if script.times is not None and self.calls > script.times:
+            return replace(script, scenario="normal")
+        return script
 
     def call(self, coro: Callable[[], Awaitable[Any]], timeout: float = 10.0) -> Any:
         """Run `coro()` on the emulator's loop and wait for its result."""

@@ -84,7 +84,7 @@ class VertexGrpcEmulator(Emulator):
     def _stream_generate_content(
         self, request: Any, context: grpc.ServicerContext
     ) -> Iterator[Any]:
-        script = self.script
+        script = self.next_script()
         self.record.seen.append(self._seen(request, context))
         if script.scenario in _STATUS:
             self._abort(context, script.scenario)
