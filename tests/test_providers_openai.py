@@ -187,3 +187,28 @@ async def test_concurrent_streams_do_not_block_the_event_loop(
         outcomes = await asyncio.gather(*(drive(provider, emulator) for _ in range(5)))
     assert all(o.texts == list(ANSWER) for o in outcomes)
     assert meter.worst < 0.25, f"the event loop stalled for {meter.worst:.3f} s"
+
+
+async def test_azure_openai_streams_from_the_deployment_with_its_key(
+    emulator: OpenAIHttpEmulator,
+) -> None:
+    """With an Azure endpoint: AzureChatOpenAI, the deployment in the path, `api-key` sent."""
+    emulator.reset()
+    settings = Settings(
+        _env_file=None,  # type: ignore[call-arg]
+        provider="openai",
+        openai_azure_endpoint=emulator.azure_endpoint,
+        openai_api_key=emulator.api_key,
+        model="gpt-4o-prod",
+    )
+    provider = create_provider(settings)
+    try:
+        outcome = await drive(provider, emulator, model="gpt-4o-prod")
+    finally:
+        await provider.aclose()
+    assert outcome.error is None
+    assert outcome.texts == list(ANSWER)
+    (seen,) = emulator.record.seen
+    assert seen.path == "/openai/deployments/gpt-4o-prod/chat/completions"
+    assert seen.api_key == emulator.api_key
+    assert seen.authorization is None

@@ -8,6 +8,7 @@ A blocked prompt is Azure OpenAI's answer: HTTP 400 with error code `content_fil
 from __future__ import annotations
 
 import json
+import re
 import time
 from typing import Any
 
@@ -21,6 +22,7 @@ _ERRORS: dict[str, tuple[int, str]] = {
     "bad_request": (400, "invalid_request_error"),
     "forbidden": (403, "permission_denied"),
 }
+_AZURE_PATH = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
 _OPTIONS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop")
 
 
@@ -43,11 +45,23 @@ class OpenAIHttpEmulator(Emulator):
         self.call(self._server.stop)
         self.close_loop()
 
+    @property
+    def azure_endpoint(self) -> str:
+        """What `GEMINI_SSE_OPENAI_AZURE_ENDPOINT` is set to (Azure OpenAI's paths)."""
+        return f"http://127.0.0.1:{self._server.port}"
+
     async def _handle(self, request: HttpRequest, exchange: HttpExchange) -> None:
-        if request.method != "POST" or request.path != "/v1/chat/completions":
+        azure = _AZURE_PATH.fullmatch(request.path)
+        if request.method != "POST" or (request.path != "/v1/chat/completions" and not azure):
             await exchange.send_json(404, {"error": {"message": "not found", "code": 404}})
             return
         body = request.json()
+        if azure:
+            # Azure names the model by the deployment in the path, and wants a version.
+            if not request.query.get("api-version"):
+                await exchange.send_json(404, {"error": {"message": "api-version missing"}})
+                return
+            body.setdefault("model", azure.group(1))
         self.record.seen.append(self._seen(request, body))
         script = self.next_script()
         if script.scenario in _ERRORS:
@@ -128,6 +142,7 @@ class OpenAIHttpEmulator(Emulator):
             system="".join(system) or None,
             generation_config={k: body[k] for k in _OPTIONS if k in body},
             authorization=request.headers.get("authorization"),
+            api_key=request.headers.get("api-key"),
         )
 
 

@@ -122,6 +122,10 @@ class Settings(BaseSettings):
     # --- OpenAI-compatible servers (provider `openai`) --------------------------------------
     openai_base_url: str | None = None
     openai_api_key: SecretStr | None = None
+    # Azure OpenAI: the resource's endpoint (https://NAME.openai.azure.com); the model
+    # names are then deployment names.
+    openai_azure_endpoint: str | None = None
+    openai_api_version: str = "2024-10-21"
 
     # --- the gateway's own retry of upstream errors before the first chunk ----------------
     upstream_retries: int = Field(default=2, ge=0)

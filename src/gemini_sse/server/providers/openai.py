@@ -1,7 +1,8 @@
 """Any OpenAI-compatible chat server through LangChain's `ChatOpenAI`.
 
 `GEMINI_SSE_OPENAI_BASE_URL` names the server (OpenAI, vLLM, Ollama, llama.cpp's server,
-LM Studio ...), `GEMINI_SSE_OPENAI_API_KEY` its key. Deliberate choices:
+LM Studio ...), `GEMINI_SSE_OPENAI_API_KEY` its key; with `GEMINI_SSE_OPENAI_AZURE_ENDPOINT`
+it is Azure OpenAI through `AzureChatOpenAI` instead. Deliberate choices:
 
 - `stream_usage=True`: usage comes as a last chunk only when the request asks for it.
 - `max_retries=0`: the openai SDK retries 429 and 5xx by itself; the gateway owns retries.
@@ -20,7 +21,7 @@ from langchain_core.language_models import BaseChatModel
 
 # Imported with this module, when the provider is chosen at startup: inside a request
 # the import (about a second) would stall the event loop.
-from langchain_openai import ChatOpenAI
+from langchain_openai import AzureChatOpenAI, ChatOpenAI
 from pydantic import SecretStr
 
 from ..settings import Settings
@@ -45,13 +46,26 @@ class OpenAIProvider(LangChainProvider):
 
     def build_model(self, model: str) -> BaseChatModel:
         s = self.settings
-        chat: BaseChatModel = ChatOpenAI(
-            model=model,
-            base_url=s.openai_base_url,
-            api_key=s.openai_api_key or SecretStr(PLACEHOLDER_KEY),
-            stream_usage=True,
-            max_retries=0,
-        )
+        key = s.openai_api_key or SecretStr(PLACEHOLDER_KEY)
+        chat: BaseChatModel
+        if s.openai_azure_endpoint:
+            # Azure OpenAI: same streaming, a deployment per model, the key as `api-key`.
+            chat = AzureChatOpenAI(
+                azure_endpoint=s.openai_azure_endpoint,
+                azure_deployment=model,
+                api_version=s.openai_api_version,
+                api_key=key,
+                stream_usage=True,
+                max_retries=0,
+            )
+        else:
+            chat = ChatOpenAI(
+                model=model,
+                base_url=s.openai_base_url,
+                api_key=key,
+                stream_usage=True,
+                max_retries=0,
+            )
         return chat
 
     def invoke_options(self, request: ModelRequest) -> dict[str, Any]:
