@@ -34,9 +34,9 @@ from ._protocol import (
     StreamOptions,
     check_response,
     completion,
-    is_resumable_failure,
     parse_json,
     request_body,
+    resume_delay,
 )
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Client"]
@@ -225,11 +225,9 @@ class Client(_BaseClient):
                 return
             except GeminiSSEError as exc:
                 attempt += 1
-                if reconnect is None or attempt > reconnect.max_attempts:
+                delay = resume_delay(reconnect, attempt, exc, reader.retry_ms)
+                if delay is None:
                     raise
-                if not is_resumable_failure(exc):
-                    raise
-                delay = reconnect.delay(attempt, reader.retry_ms)
             time.sleep(delay)
             reader.reconnected()
 
@@ -388,11 +386,9 @@ class AsyncClient(_BaseClient):
                 return
             except GeminiSSEError as exc:
                 attempt += 1
-                if reconnect is None or attempt > reconnect.max_attempts:
+                delay = resume_delay(reconnect, attempt, exc, reader.retry_ms)
+                if delay is None:
                     raise
-                if not is_resumable_failure(exc):
-                    raise
-                delay = reconnect.delay(attempt, reader.retry_ms)
             await anyio.sleep(delay)
             reader.reconnected()
 

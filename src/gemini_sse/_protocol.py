@@ -267,11 +267,18 @@ class Reconnect:
         return float(random.uniform(0.5, 1.0) * min(self.max_delay, base * 2 ** (attempt - 1)))
 
 
-def is_resumable_failure(exc: BaseException) -> bool:
-    """Whether reconnecting may help: the connection broke, or the gateway said retry."""
-    if isinstance(exc, TransportError | IncompleteStreamError):
-        return True
-    return isinstance(exc, RequestRejected) and exc.retryable
+def resume_delay(
+    reconnect: Reconnect | None, attempt: int, exc: BaseException, retry_ms: int | None
+) -> float | None:
+    """Seconds to wait before reconnecting after `exc`, the `attempt`-th failure in a row;
+    None to give up: reconnecting is off, used up, or cannot help."""
+    if reconnect is None or attempt > reconnect.max_attempts:
+        return None
+    # It can help when the connection broke, or when the gateway said to retry.
+    broken = isinstance(exc, TransportError | IncompleteStreamError)
+    if not broken and not (isinstance(exc, RequestRejected) and exc.retryable):
+        return None
+    return reconnect.delay(attempt, retry_ms)
 
 
 DEFAULT_RECONNECT = Reconnect()

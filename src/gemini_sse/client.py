@@ -9,70 +9,7 @@
 Needs only httpx and pydantic: the gateway's dependencies are never imported.
 """
 
-from ._client import DEFAULT_URL, AsyncClient, Client
-from ._decoder import ServerSentEvent, SSEDecoder
-from ._exceptions import (
-    ConnectError,
-    ConnectTimeout,
-    EventSequenceError,
-    GatewayError,
-    GeminiSSEError,
-    IncompleteStreamError,
-    ProtocolError,
-    ReadTimeout,
-    RequestRejected,
-    StreamError,
-    TimeoutError,
-    TransportError,
-)
-from ._models import (
-    ChatMessage,
-    DoneEvent,
-    ErrorCode,
-    ErrorEvent,
-    ErrorInfo,
-    Event,
-    SeparatorEvent,
-    SimulationOptions,
-    StreamCreated,
-    StreamStatus,
-    TokenEvent,
-    Usage,
-)
-from ._protocol import Completion, Messages, Reconnect, StreamOptions
+from . import *  # noqa: F403 - the package's own surface, nothing else
+from . import __all__ as _package_all
 
-__all__ = [
-    "AsyncClient",
-    "ChatMessage",
-    "Client",
-    "Completion",
-    "ConnectError",
-    "ConnectTimeout",
-    "DEFAULT_URL",
-    "DoneEvent",
-    "ErrorCode",
-    "ErrorEvent",
-    "ErrorInfo",
-    "Event",
-    "EventSequenceError",
-    "GatewayError",
-    "GeminiSSEError",
-    "IncompleteStreamError",
-    "Messages",
-    "ProtocolError",
-    "ReadTimeout",
-    "Reconnect",
-    "RequestRejected",
-    "SSEDecoder",
-    "SeparatorEvent",
-    "ServerSentEvent",
-    "SimulationOptions",
-    "StreamCreated",
-    "StreamError",
-    "StreamOptions",
-    "StreamStatus",
-    "TimeoutError",
-    "TokenEvent",
-    "TransportError",
-    "Usage",
-]
+__all__ = list(_package_all)
