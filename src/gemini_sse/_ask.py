@@ -29,7 +29,6 @@ class ExitCode(IntEnum):
     INTERRUPTED = 130  # Ctrl-C (128 + SIGINT, as shells report it)
 
 
-
 EPILOG = """\
 output:
   On a terminal the answer is printed as it arrives, followed on stderr by a line with

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import random
 from collections.abc import AsyncGenerator
 from dataclasses import dataclass
@@ -34,6 +33,7 @@ from .._models import (
     TokenEvent,
     Usage,
 )
+from .deadline import Deadline
 from .providers import ModelRequest, Provider
 from .upstream import map_upstream_error
 
@@ -76,92 +76,6 @@ class RetryPolicy:
     base_delay_s: float = 0.25
 
 
-class _Clock:
-    """The deadline of the current wait for upstream, enforced by one lazily re-armed timer.
-
-    It behaves like `asyncio.timeout` stopped while the client is served and restarted
-    for each wait (which is what this module did first), at a fraction of the cost: that
-    took two reschedules per chunk, each a cancelled timer left in the loop's heap and a
-    new one pushed (~2 us and more garbage per token, more with thousands of streams).
-    Here a wait only stores its deadline. The one timer fires at the deadline it was armed
-    for; if the current deadline is later by then, it re-arms for that (about once per
-    idle timeout per stream); if a wait is still running past its deadline, it cancels
-    the task, and `expired()` turns that cancellation into `TimeoutError` as
-    `asyncio.timeout` does.
-    """
-
-    __slots__ = (
-        "_loop",
-        "_task",
-        "_cancelling",
-        "_handle",
-        "_armed",
-        "_fired",
-        "deadline",
-        "waiting",
-    )
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        task = asyncio.current_task()
-        if task is None:
-            raise RuntimeError("Generation.events() must be iterated by a task")
-        self._loop = loop
-        self._task = task
-        self._cancelling = task.cancelling()
-        self._handle: asyncio.TimerHandle | None = None
-        self._armed = math.inf  # when the timer fires
-        self._fired = False  # the timer cancelled the task
-        self.deadline = math.inf  # when the current wait must end
-        self.waiting = False  # a wait for upstream is running
-
-    def wait(self, deadline: float) -> None:
-        """A wait for upstream starts now and must end by `deadline`."""
-        self.deadline = deadline
-        self.waiting = True
-        if deadline < self._armed:
-            self._arm(deadline)
-
-    def expire_now(self) -> None:
-        """End the running wait at once (cancel, shutdown)."""
-        if self.waiting:
-            self.wait(self._loop.time())
-
-    def expired(self) -> bool:
-        """After a `CancelledError` from a wait: was it ours? Then it is undone.
-
-        As `asyncio.timeout`: ours only if nobody else cancelled the task meanwhile.
-        """
-        if not self._fired:
-            return False
-        self._fired = False
-        return self._task.uncancel() <= self._cancelling
-
-    def close(self) -> None:
-        """No more waits: drop the timer."""
-        if self._handle is not None:
-            self._handle.cancel()
-            self._handle = None
-        self._armed = math.inf
-        self.waiting = False
-
-    def _arm(self, when: float) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-        self._armed = when
-        self._handle = self._loop.call_at(when, self._fire)
-
-    def _fire(self) -> None:
-        self._handle = None
-        self._armed = math.inf
-        if not self.waiting:
-            return  # the client is being served; the next wait arms the timer again
-        if self._loop.time() < self.deadline:
-            self._arm(self.deadline)  # chunks came since this was armed
-            return
-        self._fired = True
-        self._task.cancel()
-
-
 class Generation:
     """One run of the model for one request; iterate `events()` once."""
 
@@ -188,7 +102,7 @@ class Generation:
         # Usage so far as plain ints (a pydantic `Usage` per chunk cost ~0.8 us): `usage`.
         self._usage: list[int] | None = None  # input, output, total tokens
         self._interrupt: ErrorInfo | None = None
-        self._clock: _Clock | None = None
+        self._clock: Deadline | None = None
         self._woken = asyncio.Event()  # set by `interrupt`: ends a retry's wait early
 
     @property
@@ -226,7 +140,7 @@ class Generation:
                 stream = self.provider.astream(self.request)
                 # Retries happen only before the first text, so the first-token clock holds.
                 deadline = min(started + self.timeouts.first_token, total_deadline)
-                self._clock = clock = _Clock(loop)
+                self._clock = clock = Deadline(loop)
                 try:
                     while self._interrupt is None:
                         # The clock runs only while we wait for upstream, not while the

@@ -21,9 +21,9 @@ from .settings import Settings
 # those at most (and only once a quarter of the heap is new: CPython's own rule). Every
 # open stream holds its chunks until it ends (langchain-core keeps them to merge), so a
 # full collection walks every stream's chunks: at 1,000-2,000 streams CPython's default
-# thresholds ran 19-28 of them in one benchmark run, up to 0.8 s each, and cost 70 us
-# of CPU per token (docs/benchmarks.md, "Garbage collection"). Most garbage here has no
-# cycles and is freed by reference counting; the rest waits at most a few seconds.
+# thresholds ran 19-28 of them in one benchmark run, up to 0.8 s each, and cost 37-67 us
+# of CPU per token (docs/benchmarks.md, "Optimisations made"). Most garbage here has no
+# cycles and is freed by reference counting; the rest waits a few seconds longer.
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
@@ -37,7 +37,7 @@ def prepare_process() -> None:
     if soft != hard:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     # Everything imported so far lives as long as the process: keep it out of the
-    # collector's passes (measured: p99 gap between tokens ~90 ms -> ~25 ms).
+    # collector's passes, which otherwise stall every stream under load.
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
@@ -52,7 +52,8 @@ def serve(
     """Serve until SIGINT/SIGTERM; streams then get `shutting_down` and `drain_s` to end.
 
     asyncio + h11 by default, not uvicorn's "auto" (uvloop + httptools when installed):
-    see docs/benchmarks.md, "Event loop and HTTP parser".
+    measured in docs/benchmarks.md ("Optimisations made", 3): uvloop costs less CPU per
+    token, but once saturated new streams waited 4-8 s (p99) for their first token.
     """
     configure_logging(settings)
     app = create_app(settings)

@@ -1,0 +1,266 @@
+"""Start each server in its own process, drive the load generator at it, collect results.
+
+Every run gets a fresh server process (so idle RSS is a clean baseline), pinned to one
+core, and a load generator pinned to the other. Repetitions interleave the servers, so
+slow drift on a shared machine hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Server:
+    """How to start one benchmarked server."""
+
+    module: str
+    env: dict[str, str] = field(default_factory=dict)
+    loop: str = "asyncio"
+    http: str = "h11"
+    args: tuple[str, ...] = ()
+    cap_s: float | None = None  # its own time limit per run, instead of the default
+
+
+@dataclass(frozen=True)
+class Level:
+    """One load: `streams` concurrent streams of `chunks` chunks at a pace."""
+
+    streams: int
+    chunks: int = 100
+    delay_ms: float = 20.0
+    first_delay_ms: float = 20.0
+    checkpoints: tuple[int, ...] = ()
+
+
+SERVERS: dict[str, Server] = {
+    "floor": Server("bench.floor"),
+    "gateway": Server("bench.gateway", {"GEMINI_SSE_SEPARATORS": "false"}),
+    "gateway+sep": Server("bench.gateway", {"GEMINI_SSE_SEPARATORS": "true"}),
+    # It cannot finish 1,000 streams of 100 chunks in under ~60 s (its threadpool tops out
+    # near 1,900 tokens/s): it is measured over 30 s and its open streams counted.
+    "original": Server("bench.original", cap_s=30.0),
+    # The other loop and HTTP parser, to choose serve()'s default by measurement.
+    "floor/uvloop": Server("bench.floor", loop="uvloop", http="httptools"),
+    "gateway/uvloop": Server(
+        "bench.gateway", {"GEMINI_SSE_SEPARATORS": "false"}, loop="uvloop", http="httptools"
+    ),
+    # CPython's default collector thresholds instead of serve.py's (gc.freeze() either way).
+    "gateway/gc-default": Server(
+        "bench.gateway", {"GEMINI_SSE_SEPARATORS": "false"}, args=("--gc-thresholds", "700,10,10")
+    ),
+    "floor/gc-default": Server("bench.floor", args=("--gc-thresholds", "700,10,10")),
+}
+
+LEVELS: dict[str, Level] = {
+    "50": Level(50),
+    "200": Level(200),
+    "1000": Level(1000),
+    "2000": Level(2000),
+    "burst": Level(200, delay_ms=0, first_delay_ms=0),
+    "long": Level(1, chunks=10_000, delay_ms=0, first_delay_ms=0, checkpoints=(1000, 5500, 10_000)),
+    # One chunk per stream: CPU per token is then CPU per stream (accept, parse, route,
+    # start, finish). Not in the default run.
+    "setup": Level(500, chunks=1, delay_ms=0, first_delay_ms=0),
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _pinned(cpu: int | None) -> Callable[[], None] | None:
+    if cpu is None:
+        return None
+    return lambda: os.sched_setaffinity(0, {cpu})
+
+
+def _server_env(server: Server, level: Level) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_SSE_")}
+    env.update(
+        {
+            "GEMINI_SSE_PROVIDER": "fake",
+            "GEMINI_SSE_FAKE_CHUNKS": str(level.chunks),
+            "GEMINI_SSE_FAKE_DELAY_MS": str(level.delay_ms),
+            "GEMINI_SSE_FAKE_FIRST_DELAY_MS": str(level.first_delay_ms),
+            "GEMINI_SSE_MAX_STREAMS": "10000",
+            "GEMINI_SSE_LOG_LEVEL": "warning",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+    )
+    env.update(server.env)
+    return env
+
+
+def _wait_healthy(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as r:
+                if r.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise RuntimeError("server did not start")
+
+
+def _probe(port: int, path: str) -> int:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as r:
+            status: int = r.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return 0
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+
+
+def run_one(
+    name: str,
+    level_name: str,
+    *,
+    cap_s: float,
+    pin: bool,
+    logs: Path,
+    profile: Path | None = None,
+) -> dict[str, Any]:
+    """One fresh server process under one load level; the load generator's result.
+
+    With `profile`, py-spy samples the server during the load (collapsed stacks there).
+    """
+    server, level = SERVERS[name], LEVELS[level_name]
+    cap_s = server.cap_s if server.cap_s is not None else cap_s
+    port = _free_port()
+    cpus = sorted(os.sched_getaffinity(0))
+    server_cpu, client_cpu = (cpus[0], cpus[1]) if pin and len(cpus) >= 2 else (None, None)
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name.replace('/', '_')}-{level_name}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", server.module, "--port", str(port)]
+            + ["--loop", server.loop, "--http", server.http, *server.args],
+            cwd=ROOT,
+            env=_server_env(server, level),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_pinned(server_cpu),
+        )
+    spy: subprocess.Popen[bytes] | None = None
+    try:
+        _wait_healthy(port, proc, log)
+        if profile is not None:
+            spy = _start_profiler(proc.pid, profile)
+        job = {
+            "port": port,
+            "pid": proc.pid,
+            "streams": level.streams,
+            "chunks": level.chunks,
+            "first_delay_ms": level.first_delay_ms,
+            "delay_ms": level.delay_ms,
+            "cap_s": cap_s,
+            "checkpoints": list(level.checkpoints),
+        }
+        loadgen = subprocess.run(
+            [sys.executable, "-m", "bench.loadgen", json.dumps(job)],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=cap_s + 120,
+            preexec_fn=_pinned(client_cpu),
+            check=False,
+        )
+        if loadgen.returncode != 0:
+            raise RuntimeError(f"load generator failed:\n{loadgen.stderr.decode()[-3000:]}")
+        result: dict[str, Any] = json.loads(loadgen.stdout)
+        if name.startswith("gateway"):
+            result["metrics_endpoint"] = _probe(port, "/metrics")
+        result["server_exit"] = proc.poll()
+        return result
+    finally:
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(timeout=30)
+        _stop(proc)
+
+
+def _start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
+    """py-spy on the server (paused per sample: exact stacks), only samples holding the GIL."""
+    spy = subprocess.Popen(
+        [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid)]
+        + ["--rate", "250", "--format", "raw", "--function", "--gil"]
+        + ["--output", str(output)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    time.sleep(1.0)  # attached before the load starts
+    return spy
+
+
+def run_all(
+    servers: list[str],
+    levels: list[str],
+    *,
+    reps: int,
+    cap_s: float,
+    pin: bool,
+    logs: Path,
+    progress: Callable[[str], None],
+    only: dict[str, list[str]] | None = None,
+) -> list[dict[str, Any]]:
+    """Every (rep, level, server), servers rotated per repetition.
+
+    `only` limits some servers to some levels (server -> levels).
+    """
+    results: list[dict[str, Any]] = []
+    logs.mkdir(parents=True, exist_ok=True)
+    for rep in range(reps):
+        order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
+        for level in levels:
+            for name in order:
+                if only and name in only and level not in only[name]:
+                    continue
+                started = time.monotonic()
+                result = run_one(name, level, cap_s=cap_s, pin=pin, logs=logs)
+                took = time.monotonic() - started
+                results.append({"rep": rep, "level": level, "server": name, **result})
+                progress(
+                    f"rep {rep + 1}/{reps} {level:>5} {name:<15} {took:5.1f}s "
+                    f"cpu/token {result['cpu_us_per_token']} us, "
+                    f"{result['tokens_per_s']} tok/s, ok {result['ok']}/{result['streams']}, "
+                    f"failures {result['failures'] or 0}, unfinished {result['unfinished']}, "
+                    f"client cpu {result['client_cpu_util']}"
+                )
+    return results
+
+
+def level_table() -> dict[str, dict[str, Any]]:
+    return {name: asdict(level) for name, level in LEVELS.items()}
