@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterator
+from collections.abc import Coroutine, Iterator, KeysView
 from dataclasses import dataclass
 from typing import Any
 
@@ -63,7 +63,7 @@ class Gateway:
         self.keys = KeyRing.from_settings(settings)
         self.limiter = Limiter(settings)
         self.metrics = Metrics()
-        self.live: set[Generation] = set()
+        # Every generation admitted and not yet finished, with its bookkeeping.
         self.runs: dict[Generation, Run] = {}
         # Resumable streams produced by this process, by stream id.
         self.detached: dict[str, Generation] = {}
@@ -217,7 +217,6 @@ class Gateway:
             retry=self.retry,
             request_id=request_id,
         )
-        self.live.add(generation)
         self.runs[generation] = Run(
             caller,
             time.monotonic(),
@@ -229,6 +228,11 @@ class Gateway:
         self.metrics.stream_started(request.model, self.provider.name)
         return generation
 
+    @property
+    def live(self) -> KeysView[Generation]:
+        """The generations running now."""
+        return self.runs.keys()
+
     def run_of(self, generation: Generation) -> Run | None:
         """The bookkeeping of a live generation (None once it has finished)."""
         return self.runs.get(generation)
@@ -238,10 +242,9 @@ class Gateway:
 
         Idempotent: only the first call for a generation counts.
         """
-        if generation not in self.live:
+        run = self.runs.pop(generation, None)
+        if run is None:
             return
-        self.live.discard(generation)
-        run = self.runs.pop(generation)
         duration_s = time.monotonic() - run.started
         # No outcome: the generation never ran (a failed store, a response never sent).
         outcome = generation.outcome or "not_started"
