@@ -393,3 +393,13 @@ def test_a_reset_mid_stream_keeps_the_partial_text() -> None:
         thread.join(5)
         listener.close()
     assert caught.value.partial_text == "half an ans"
+
+
+def test_a_proxys_plain_429_reads_as_too_many_requests() -> None:
+    """A 429 without the gateway's JSON (a proxy's limit) is `too_many_requests`, retryable."""
+    client = scripted(b"slow down", 429, {"content-type": "text/plain", "retry-after": "3"})
+    with pytest.raises(RequestRejected) as caught:
+        client.complete("hi")
+    assert (caught.value.status_code, caught.value.code) == (429, "too_many_requests")
+    assert caught.value.retryable is True
+    assert caught.value.retry_after == 3

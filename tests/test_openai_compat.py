@@ -443,3 +443,16 @@ async def test_langchain_chat_openai_astreams_and_ainvokes(server: RunningServer
     chat = chat_openai(server)
     assert "".join([str(chunk.content) async for chunk in chat.astream("hi")]) == ANSWER
     assert (await chat.ainvoke("hi")).content == ANSWER
+
+
+def test_an_empty_stop_sequence_is_dropped_not_sent() -> None:
+    """`"stop": ""` (or an empty one in a list) stops nothing, so it never reaches the model."""
+    from gemini_sse.server.openai_models import ChatCompletionRequest
+
+    def stop_of(stop: object) -> list[str] | None:
+        body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": stop}
+        return ChatCompletionRequest.model_validate(body).to_stream_request().stop
+
+    assert stop_of("") is None
+    assert stop_of(["", "END"]) == ["END"]
+    assert stop_of("END") == ["END"]

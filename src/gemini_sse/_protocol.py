@@ -126,7 +126,7 @@ _CODE_BY_STATUS = {
     403: ErrorCode.UNAUTHORIZED,
     404: ErrorCode.NOT_FOUND,
     413: ErrorCode.PAYLOAD_TOO_LARGE,
-    429: ErrorCode.OVERLOADED,
+    429: ErrorCode.TOO_MANY_REQUESTS,
     503: ErrorCode.OVERLOADED,
 }
 

@@ -173,6 +173,7 @@ class ChatCompletionRequest(_Input):
     def to_stream_request(self) -> StreamRequest:
         """The gateway's own request for the same answer (call `refusal()` first)."""
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
+        stop = [s for s in stop or () if s]  # an empty stop sequence stops nothing
         return StreamRequest(
             messages=[
                 ChatMessage(
