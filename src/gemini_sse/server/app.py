@@ -21,7 +21,7 @@ from .logs import request_id_var
 from .metrics import Metrics
 from .openai_compat import router as openai_router
 from .providers import Provider, create_provider
-from .routes import authorized, metrics_router, request_id_of, router
+from .routes import authorized, error_headers, metrics_router, request_id_of, router
 from .settings import Settings
 from .store import MemoryStore, StreamStore
 from .streams import router as streams_router
@@ -37,11 +37,7 @@ def error_response(
     """The JSON error body every route answers with before a stream starts."""
     if request_id and info.request_id is None:
         info = info.model_copy(update={"request_id": request_id})
-    headers = dict(headers or {})
-    if info.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(info.retry_after)))
-    if status_code == 401:
-        headers["WWW-Authenticate"] = "Bearer"  # RFC 6750 section 3
+    headers = {**(headers or {}), **error_headers(status_code, info)}
     body = {"error": info.model_dump(mode="json", exclude_none=True)}
     return JSONResponse(body, status_code=status_code, headers=headers)
 

@@ -54,7 +54,7 @@ from .openai_models import (
     status_and_type,
 )
 from .pipeline import Generation, PipelineEvent
-from .routes import CallerDep, GatewayDep, event_stream, request_id_of
+from .routes import CallerDep, GatewayDep, error_headers, event_stream, request_id_of
 
 T = TypeVar("T")
 
@@ -67,10 +67,7 @@ def openai_error(info: ErrorInfo, status_code: int = 500, param: str | None = No
     # openai-python and openai-node obey `x-should-retry` over their status-based rules,
     # so our `retryable` decides, e.g. no retries of a 502 `upstream_auth`.
     headers = {"x-should-retry": "true" if info.retryable else "false"}
-    if info.retry_after is not None:
-        headers["Retry-After"] = str(max(1, round(info.retry_after)))
-    if status == 401:
-        headers["WWW-Authenticate"] = "Bearer"  # RFC 6750 section 3
+    headers |= error_headers(status, info)
     body = {"error": error_detail(info, param)}
     return JSONResponse(body, status_code=status, headers=headers)
 

@@ -15,7 +15,7 @@ from sse_starlette.sse import SendTimeoutError
 from starlette.background import BackgroundTask
 from starlette.types import Message, Receive, Scope, Send
 
-from .._models import ErrorBody, Fault, SimulationOptions, StreamRequest, TokenEvent
+from .._models import ErrorBody, ErrorInfo, Fault, SimulationOptions, StreamRequest, TokenEvent
 from .auth import Caller, secret_matches, unauthorized
 from .deadline import Deadline
 from .encoding import encode_sse, retry_hint
@@ -33,6 +33,16 @@ async def get_gateway(request: Request) -> Gateway:
     # async: FastAPI would run a plain function in its thread pool, for every request.
     gateway: Gateway = request.app.state.gateway
     return gateway
+
+
+def error_headers(status_code: int, info: ErrorInfo) -> dict[str, str]:
+    """The headers every HTTP error carries, in our error shape or OpenAI's."""
+    headers = {}
+    if info.retry_after is not None:
+        headers["Retry-After"] = str(max(1, round(info.retry_after)))
+    if status_code == 401:
+        headers["WWW-Authenticate"] = "Bearer"  # RFC 6750 section 3
+    return headers
 
 
 def request_id_of(request: Request) -> str | None:
