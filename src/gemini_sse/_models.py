@@ -65,8 +65,9 @@ class _Model(BaseModel):
 
 
 class _Input(BaseModel):
-    # A misspelt option must not be silently dropped: reject what we don't know.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # A misspelt option must not be silently dropped: reject what we don't know. Strict:
+    # `false` is not 0 and `"5"` is not 5 (an integer still passes where a number is due).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class Usage(_Model):
@@ -200,12 +201,30 @@ def _encodable(text: str) -> str:
 #: Text sent on to a model: any string that is valid Unicode.
 Text = Annotated[str, AfterValidator(_encodable)]
 
+# What counts as blank is JSON's own whitespace, spelt out so that the schema's pattern and
+# the check agree exactly (Python's `str.strip` and a regex's `\s` each take more).
+_BLANK = " \t\n\r"
+
+
+def _not_blank(text: str) -> str:
+    if not text.strip(_BLANK):
+        raise ValueError("must not be empty (or only spaces and line breaks)")
+    return text
+
+
+#: A message's text: valid Unicode, with something in it besides whitespace.
+Content = Annotated[
+    Text,
+    AfterValidator(_not_blank),
+    Field(json_schema_extra={"minLength": 1, "pattern": f"[^{_BLANK}]"}),
+]
+
 
 class ChatMessage(_Input):
     """One turn of a conversation."""
 
     role: Literal["system", "user", "assistant"]
-    content: Text
+    content: Content
 
 
 Fault = Literal[
@@ -224,8 +243,9 @@ class SimulationOptions(_Input):
     """Per-request behaviour of the simulated model (accepted only while it serves)."""
 
     fault: Fault | None = None
-    fail_after: int | None = Field(default=None, ge=0)
-    chunks: int | None = Field(default=None, ge=0, le=100_000)
+    # Bounded, so that no request can make the simulated model a denial of service.
+    fail_after: int | None = Field(default=None, ge=0, le=10_000)
+    chunks: int | None = Field(default=None, ge=0, le=10_000)
     delay_ms: float | None = Field(default=None, ge=0, le=60_000)
     first_delay_ms: float | None = Field(default=None, ge=0, le=600_000)
 
@@ -237,7 +257,7 @@ class StreamRequest(_Input):
     """
 
     messages: list[ChatMessage] | None = None
-    message: Text | None = None
+    message: Content | None = None
     model: str | None = None
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import uuid
 from collections.abc import AsyncIterator, Mapping
 
@@ -21,7 +22,14 @@ from .logs import request_id_var
 from .metrics import Metrics
 from .openai_compat import router as openai_router
 from .providers import Provider, create_provider
-from .routes import authorized, error_headers, metrics_router, request_id_of, router
+from .routes import (
+    DroppedResponseFilter,
+    authorized,
+    error_headers,
+    metrics_router,
+    request_id_of,
+    router,
+)
 from .settings import Settings
 from .store import MemoryStore, StreamStore
 from .streams import router as streams_router
@@ -130,9 +138,14 @@ async def _sweep(store: StreamStore, ttl_s: float) -> None:
         store.sweep()
 
 
+_DROPPED_RESPONSES = DroppedResponseFilter()
+
+
 def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> FastAPI:
     """Build the gateway. `provider` overrides the one the settings name (tests)."""
     settings = settings or Settings()
+    # One shared, stateless filter: adding it again for another app is a no-op.
+    logging.getLogger("uvicorn.error").addFilter(_DROPPED_RESPONSES)
     gateway = Gateway(settings, provider or create_provider(settings), create_store(settings))
 
     @contextlib.asynccontextmanager

@@ -121,8 +121,7 @@ class Gateway:
             raise _too_large(f"At most {s.max_messages} messages are accepted.")
         total = 0
         for turn in turns:
-            if not turn.content.strip():
-                raise _invalid(f"A {turn.role} message is empty.")
+            # Blank messages were refused when the body was read (`_models.Content`).
             if len(turn.content) > s.max_message_chars:
                 raise _too_large(f"A message may have at most {s.max_message_chars} characters.")
             total += len(turn.content)

@@ -176,9 +176,9 @@ class ChatCompletionRequest(_Input):
         stop = [s for s in stop or () if s]  # an empty stop sequence stops nothing
         return StreamRequest(
             messages=[
-                ChatMessage(
-                    role="system" if m.role == "developer" else m.role,
-                    content=m.text(),
+                # `refusal()` turned tool roles away; validation says so again if not.
+                ChatMessage.model_validate(
+                    {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
                 )
                 for m in self.messages
             ],

@@ -54,6 +54,8 @@ _BLOCKED = frozenset(
         "language",
     }
 )
+# Longest a generation runs without letting other tasks in (see `events`).
+_MAX_BUSY_S = 0.005
 # Provider finish reasons to the few values clients see in `done`.
 _FINISH = {"stop": "stop", "max_tokens": "length", "length": "length", "end_turn": "stop"}
 
@@ -128,6 +130,14 @@ class Generation:
             self._clock.expire_now()
         self._woken.set()
 
+    def abandon(self, outcome: str) -> None:
+        """Record why the generation's events stop being read, if not its client leaving.
+
+        Call before closing `events()`; the first recorded outcome stands.
+        """
+        if self.outcome is None:
+            self.outcome = outcome
+
     async def events(self) -> AsyncGenerator[PipelineEvent, None]:
         loop = asyncio.get_running_loop()
         started = loop.time()
@@ -141,6 +151,7 @@ class Generation:
                 # Retries happen only before the first text, so the first-token clock holds.
                 deadline = min(started + self.timeouts.first_token, total_deadline)
                 self._clock = clock = Deadline(loop)
+                busy_until = loop.time() + _MAX_BUSY_S
                 try:
                     while self._interrupt is None:
                         # The clock runs only while we wait for upstream, not while the
@@ -170,7 +181,15 @@ class Generation:
                             if self.separators:
                                 yield SeparatorEvent(index=self.chunks)
                             self.chunks += 1
-                        deadline = min(loop.time() + self.timeouts.idle, total_deadline)
+                        now = loop.time()
+                        if now >= busy_until:
+                            # A provider with chunks ready (and a client that reads fast)
+                            # never suspends; give the loop a turn so that no stream starves
+                            # the others, health checks or the disconnect listener.
+                            await asyncio.sleep(0)
+                            now = loop.time()
+                            busy_until = now + _MAX_BUSY_S
+                        deadline = min(now + self.timeouts.idle, total_deadline)
                 except TimeoutError:
                     if self._interrupt is None:
                         yield self._error(self._timeout_info(loop.time() >= total_deadline))

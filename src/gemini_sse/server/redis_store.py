@@ -84,10 +84,15 @@ class RedisStore:
 
     async def append(self, stream_id: str, frame: Frame) -> bool:
         events, _, _ = self._keys(stream_id)
+        entry_id = f"{frame.id}-0"
         try:
-            await self._redis.xadd(events, {"t": frame.event, "f": frame.data}, id=f"{frame.id}-0")
+            await self._redis.xadd(events, {"t": frame.event, "f": frame.data}, id=entry_id)
         except ResponseError:
-            return False  # the slot is taken: the stream was declared lost
+            # The slot is taken: by this very frame when an earlier try landed but its
+            # reply was lost (a timeout, a dropped connection), else by a reader that
+            # declared the stream lost.
+            taken: Any = await self._redis.xrange(events, entry_id, entry_id)
+            return bool(taken) and taken[0][1].get(b"f") == frame.data
         return True
 
     async def finish(self, stream_id: str, status: Status, usage: Usage | None) -> None:
@@ -137,10 +142,13 @@ class RedisStore:
         # A finished stream has all its events: read them without blocking, once.
         finishing = status != b"running"
         block_ms: int | None = None if finishing else min(self.lease_ms, 1000)
+        # When this reader first found the lease gone (monotonic seconds), or None.
+        lease_missing_since: float | None = None
         while True:
             start = f"{last}-0" if last else _OPEN
             reply: Any = await self._redis.xread({events: start}, count=512, block=block_ms)
             if reply:
+                lease_missing_since = None
                 for _key, entries in reply:
                     for entry_id, fields in entries:
                         frame = Frame(
@@ -164,7 +172,16 @@ class RedisStore:
                 # landed in between. One more read, without blocking, then stop.
                 finishing, block_ms = True, None
                 continue
-            if not has_lease:
+            if has_lease:
+                lease_missing_since = None
+                continue
+            # A lease lapses for everyone at once when Redis itself stood still (paused,
+            # restarted): only a lease this reader has seen missing for a whole lease
+            # period means that its producer is gone, not just late to renew it.
+            now = time.monotonic()
+            if lease_missing_since is None:
+                lease_missing_since = now
+            if now - lease_missing_since >= self.lease_ms / 1000:
                 # The producer is gone. Its last event decides the lost event's id (this
                 # reader may be behind, e.g. a Last-Event-ID from long ago).
                 top: Any = await self._redis.xrevrange(events, count=1)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -104,13 +105,39 @@ async def _sse_body(gateway: Gateway, generation: Generation) -> AsyncIterator[b
         gateway.finish(generation)
 
 
+# Set in the task serving a response that was ended on purpose because its client
+# stopped reading; uvicorn logs from that same task once the response returns.
+_dropped_on_purpose: contextvars.ContextVar[bool] = contextvars.ContextVar(
+    "gemini_sse_dropped_on_purpose", default=False
+)
+
+
+class DroppedResponseFilter(logging.Filter):
+    """Drop uvicorn's error line for a response the gateway ended on purpose.
+
+    ASGI has no way to abort a response: one that cannot be completed (its client is
+    not reading, so the final write would block) can only be abandoned, and uvicorn then
+    logs "ASGI callable returned without completing response" at ERROR and closes the
+    connection, which is what we want, without the ERROR. Installed on `uvicorn.error`.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.msg
+        return not (
+            _dropped_on_purpose.get()
+            and isinstance(message, str)
+            and message.startswith("ASGI callable returned without completing")
+        )
+
+
 class EventStream(EventSourceResponse):
     """sse-starlette's response, with two deliberate deviations.
 
     - A client that stops reading is routine: sse-starlette ends its stream with
-      `SendTimeoutError` (after `send_timeout`), which would reach the ASGI server as an
-      error with a traceback, so any client could fill the error log by not reading.
-      It is logged here at info, once, as what it is.
+      `SendTimeoutError` (after `send_timeout`; one from each task that was sending, the
+      body's and the heartbeat's, in an exception group), which would reach the ASGI
+      server as an error with a traceback, so any client could fill the error log by not
+      reading. It is logged here at info, once, as what it is.
     - The send timeout itself is enforced more cheaply (see `_send_with_timeout`).
     """
 
@@ -120,7 +147,8 @@ class EventStream(EventSourceResponse):
         self._deadlines = {}
         try:
             await super().__call__(scope, receive, send)
-        except SendTimeoutError:
+        except* SendTimeoutError:
+            _dropped_on_purpose.set(True)
             logger.info("a client stopped reading; its stream was dropped after the send timeout")
         finally:
             for deadline in self._deadlines.values():

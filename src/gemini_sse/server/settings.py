@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     stream_max_bytes: int = Field(default=16_000_000, ge=1024)
     # A producer renews its lease this often / 3; readers declare it lost after this long.
     stream_lease_s: float = Field(default=5.0, gt=0)
+    # How long a producer keeps its generation waiting while the store (Redis) fails,
+    # retrying the same write, before it gives the generation up.
+    stream_store_retry_s: float = Field(default=30.0, ge=0)
 
     # --- request limits -------------------------------------------------------------------
     max_body_bytes: int = Field(default=1_000_000, ge=1)

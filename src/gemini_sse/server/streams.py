@@ -17,8 +17,9 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated
+from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
+from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
@@ -41,11 +42,14 @@ from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
 from .routes import CallerDep, EventStream, GatewayDep, heartbeat, request_id_of
+from .settings import Settings
 from .store import Frame, Status, StreamInfo, StreamNotFound, StreamStore
 
 logger = logging.getLogger("gemini_sse.streams")
 
 router = APIRouter(prefix="/v1/streams", tags=["resumable streams"])
+
+T = TypeVar("T")
 
 
 def new_stream_id() -> str:
@@ -53,8 +57,18 @@ def new_stream_id() -> str:
     return secrets.token_urlsafe(24)
 
 
+class StoreGaveOut(Exception):
+    """The store kept failing for longer than a producer waits (`stream_store_retry_s`)."""
+
+
 async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> None:
-    """Run a detached generation, appending each encoded event to the store."""
+    """Run a detached generation, appending each encoded event to the store.
+
+    A failing store (Redis restarting, paused, or briefly unreachable) holds the
+    generation back rather than ending it: each write is retried until it lands or the
+    store has failed for `stream_store_retry_s`. The model's stream waits meanwhile, so
+    nothing is dropped and nothing is reordered.
+    """
     store = gateway.store
     s = gateway.settings
     event_id = 0
@@ -83,14 +97,24 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
                 retry = retry_hint(event, s.retry_hint_ms)
                 frame = Frame(event_id, event.event, encode_sse(event_id, event, retry_ms=retry))
                 stored_bytes += len(frame.data)
-                if not await store.append(stream_id, frame):
+                appended = await _persist(partial(store.append, stream_id, frame), s)
+                if not appended:
+                    # Declared lost by a reader (this replica looked dead) or expired.
                     logger.warning("stream %s was closed under its producer", stream_id)
+                    generation.abandon(ErrorCode.GENERATION_LOST)
                     return
                 if isinstance(event, DoneEvent | ErrorEvent):
-                    await store.finish(stream_id, _status_of(event), event.usage)
+                    status = _status_of(event)
+                    await _persist(partial(store.finish, stream_id, status, event.usage), s)
                     ended = True
+    except StoreGaveOut:
+        # Nothing more can be written; readers see the stream as lost once the lease,
+        # no longer renewed, lapses.
+        logger.warning("stream %s was given up: the store failed for too long", stream_id)
+        generation.abandon(ErrorCode.STORE_UNAVAILABLE)
     except Exception:
         logger.exception("producer of stream %s failed", stream_id)
+        generation.abandon(ErrorCode.INTERNAL)
         if not ended:
             event_id += 1
             failed = ErrorEvent(code=ErrorCode.INTERNAL, message="The gateway failed unexpectedly.")
@@ -105,6 +129,33 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
         gateway.finish(generation)
 
 
+async def _persist(write: Callable[[], Awaitable[T]], settings: Settings) -> T:
+    """`write()`, retried with backoff while the store fails, up to `stream_store_retry_s`.
+
+    Writes are idempotent (an event's id is its slot), so a write that landed although
+    its reply was lost is safe to repeat.
+    """
+    loop = asyncio.get_running_loop()
+    give_up = loop.time() + settings.stream_store_retry_s
+    delay = 0.05
+    failures = 0
+    while True:
+        try:
+            result = await write()
+        except Exception as exc:
+            failures += 1
+            if loop.time() + delay > give_up:
+                raise StoreGaveOut() from exc
+            if failures == 1:
+                logger.warning("the stream store failed (%s); retrying", exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+            continue
+        if failures:
+            logger.info("the stream store is back after %d failed writes", failures)
+        return result
+
+
 async def _keep_lease(
     store: StreamStore, stream_id: str, generation: Generation, lease_s: float
 ) -> None:
@@ -116,8 +167,10 @@ async def _keep_lease(
                 await store.renew_lease(stream_id)
             if await store.cancel_requested(stream_id):
                 generation.interrupt(_cancelled())
-        except Exception:
-            logger.warning("could not renew the lease of stream %s", stream_id, exc_info=True)
+        except Exception as exc:
+            # The writes say the same louder (`_persist`); a stack trace per renewal of
+            # every stream during an outage would drown the log.
+            logger.info("could not renew the lease of stream %s: %s", stream_id, exc)
 
 
 def _cancelled() -> ErrorInfo:

@@ -34,21 +34,28 @@ _WORDS = (
 ).split()
 
 
-def simulated_answer(prompt: str, chunks: int, chunk_chars: int) -> list[str]:
-    """The chunks the simulated model streams for `prompt`: same prompt, same chunks."""
-    if chunks <= 0:
-        return []
+def iter_answer(prompt: str, chunks: int, chunk_chars: int) -> Iterator[str]:
+    """The chunks the simulated model streams for `prompt`, made as they are asked for.
+
+    Same prompt, same chunks; a shorter answer is a prefix of a longer one. Lazy, so that a
+    long answer costs memory for one chunk at a time, not for the whole text.
+    """
     seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
     rng = random.Random(seed)
-    needed = chunks * chunk_chars
-    words: list[str] = []
-    length = 0
-    while length < needed:
-        word = rng.choice(_WORDS)
-        words.append(word)
-        length += len(word) + 1
-    text = " ".join(words)[:needed]
-    return [text[i : i + chunk_chars] for i in range(0, needed, chunk_chars)]
+    text = ""  # made but not yet sent: the words joined by single spaces
+    started = False
+    for _ in range(max(0, chunks)):
+        while len(text) < chunk_chars:
+            word = rng.choice(_WORDS)
+            text = f"{text} {word}" if started else word
+            started = True
+        yield text[:chunk_chars]
+        text = text[chunk_chars:]
+
+
+def simulated_answer(prompt: str, chunks: int, chunk_chars: int) -> list[str]:
+    """Every chunk of the simulated answer to `prompt` (for tests and small answers)."""
+    return list(iter_answer(prompt, chunks, chunk_chars))
 
 
 class SimulatedUpstreamError(Exception):
@@ -84,7 +91,9 @@ class SimulationStats:
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    chunks: list[str]
+    prompt: str
+    chunks: int
+    chunk_chars: int
     delay_s: float
     first_delay_s: float
     jitter_s: float
@@ -119,7 +128,9 @@ class SimulatedChatModel(BaseChatModel):
         fault = o.fault if o.fault is not None else self.fault
         fail_after = o.fail_after if o.fail_after is not None else self.fail_after
         return _Plan(
-            chunks=simulated_answer(prompt, chunks, self.chunk_chars),
+            prompt=prompt,
+            chunks=chunks,
+            chunk_chars=self.chunk_chars,
             delay_s=(self.delay_ms if o.delay_ms is None else o.delay_ms) / 1000,
             first_delay_s=(self.first_delay_ms if o.first_delay_ms is None else o.first_delay_ms)
             / 1000,
@@ -131,24 +142,25 @@ class SimulatedChatModel(BaseChatModel):
 
     def _steps(self, plan: _Plan) -> Iterator[tuple[float, ChatGenerationChunk | Exception | None]]:
         """What to do, in order: (pause in seconds, chunk to emit / error to raise / hang)."""
-        rng = random.Random(len(plan.chunks))
-        text_chunks = plan.chunks
+        rng = random.Random(plan.chunks)
+        count = plan.chunks
         if plan.fault is not None:
-            text_chunks = text_chunks[: plan.fail_after]
+            count = min(count, plan.fail_after)
         if plan.fault == "empty":
-            text_chunks = []
-        for index, text in enumerate(text_chunks):
+            count = 0
+        texts = iter_answer(plan.prompt, count, plan.chunk_chars)
+        for index, text in enumerate(texts):
             pause = plan.first_delay_s if index == 0 else plan.delay_s
             if plan.jitter_s:
                 pause += rng.uniform(0, plan.jitter_s)
-            last = index == len(text_chunks) - 1 and plan.fault is None
+            last = index == count - 1 and plan.fault is None
             input_tokens = plan.input_tokens if index == 0 else 0
             yield pause, self._chunk(text, input_tokens, "STOP" if last else None)
-        pause = plan.first_delay_s if not text_chunks else plan.delay_s
-        input_tokens = 0 if text_chunks else plan.input_tokens
+        pause = plan.first_delay_s if not count else plan.delay_s
+        input_tokens = 0 if count else plan.input_tokens
         match plan.fault:
             case None:
-                if not text_chunks:  # zero chunks asked for: an empty answer, like "empty"
+                if not count:  # zero chunks asked for: an empty answer, like "empty"
                     yield pause, self._chunk("", input_tokens, "STOP")
             case "hang":
                 yield pause, None
