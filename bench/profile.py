@@ -51,7 +51,7 @@ STAGES = [
     ("langchain-core astream machinery", ("BaseChatModel.astream",)),
     ("provider wrapper (providers/base.py)", ("LangChainProvider.astream",)),
     ("pipeline (pipeline.py)", ("Generation.events",)),
-    ("SSE body: encode, metrics (routes._sse_body)", ("_sse_body",)),
+    ("SSE body: encode (routes.typed_events)", ("typed_events",)),
     ("floor app (bench/floor.py)", ("create_floor.<locals>.app",)),
     ("uvicorn + h11 send", ("RequestResponseCycle.send",)),
     (

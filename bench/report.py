@@ -31,6 +31,7 @@ PACKAGES = (
 # The files of the gateway's request path that other work may be changing while we measure.
 WATCHED = (
     "src/gemini_sse/server/routes.py",
+    "src/gemini_sse/server/sse.py",
     "src/gemini_sse/server/app.py",
     "src/gemini_sse/server/gateway.py",
     "src/gemini_sse/server/streams.py",

@@ -16,7 +16,7 @@ from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
 from gemini_sse._models import DoneEvent, TokenEvent, Usage
-from gemini_sse.server.openai_compat import ChunkEncoder
+from gemini_sse.server.openai.encoding import ChunkEncoder
 from gemini_sse.server.providers.fake import SimulationStats, expected_answer
 
 from .conftest import make_settings
@@ -447,7 +447,7 @@ async def test_langchain_chat_openai_astreams_and_ainvokes(server: RunningServer
 
 def test_an_empty_stop_sequence_is_dropped_not_sent() -> None:
     """`"stop": ""` (or an empty one in a list) stops nothing, so it never reaches the model."""
-    from gemini_sse.server.openai_models import ChatCompletionRequest
+    from gemini_sse.server.openai.models import ChatCompletionRequest
 
     def stop_of(stop: object) -> list[str] | None:
         body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "stop": stop}

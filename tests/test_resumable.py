@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from gemini_sse.server.providers.fake import expected_answer
-from gemini_sse.server.redis_store import RedisStore
-from gemini_sse.server.store import MemoryStore
+from gemini_sse.server.store.memory import MemoryStore
+from gemini_sse.server.store.redis import RedisStore
 
 from .conftest import make_settings
 from .servers import RunningServer, run_process

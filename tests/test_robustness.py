@@ -16,9 +16,10 @@ from gemini_sse.server.app import create_app
 from gemini_sse.server.encoding import encode_sse
 from gemini_sse.server.pipeline import Generation, Timeouts
 from gemini_sse.server.providers import ModelRequest
-from gemini_sse.server.redis_store import RedisStore
-from gemini_sse.server.routes import event_stream
+from gemini_sse.server.routes import typed_events
+from gemini_sse.server.sse import event_stream
 from gemini_sse.server.store import Frame, StreamInfo
+from gemini_sse.server.store.redis import RedisStore
 
 from .conftest import make_settings
 from .servers import RunningServer, free_port
@@ -129,7 +130,8 @@ async def test_a_response_whose_body_never_runs_still_frees_its_slot() -> None:
         sent.append(message)
 
     # sse-starlette answers HEAD with headers only: the body never runs.
-    await event_stream(gateway, generation, None)(
+    body = typed_events(gateway, generation)
+    await event_stream(gateway, body, request_id=None, generation=generation)(
         {"type": "http", "method": "HEAD", "headers": []}, receive, send
     )
     assert sent[0]["status"] == 200

@@ -6,48 +6,29 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator
 
-from fastapi import Depends, FastAPI, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .._exceptions import RequestRejected
 from .._models import ErrorCode, ErrorInfo
+from . import errors
+from .dependencies import authorized
 from .gateway import Gateway
 from .logs import request_id_var
 from .metrics import Metrics
-from .openai_compat import router as openai_router
+from .openai.routes import router as openai_router
+from .openapi import document_settings
 from .providers import Provider, create_provider
-from .routes import (
-    DroppedResponseFilter,
-    authorized,
-    error_headers,
-    metrics_router,
-    request_id_of,
-    router,
-)
+from .routes import metrics_router, router
 from .settings import Settings
-from .store import MemoryStore, StreamStore
+from .sse import DroppedResponseFilter
+from .store import StreamStore, create_store
+from .store.memory import MemoryStore
 from .streams import router as streams_router
 from .web import router as web_router
-
-
-def error_response(
-    status_code: int,
-    info: ErrorInfo,
-    request_id: str | None = None,
-    headers: Mapping[str, str] | None = None,
-) -> JSONResponse:
-    """The JSON error body every route answers with before a stream starts."""
-    if request_id and info.request_id is None:
-        info = info.model_copy(update={"request_id": request_id})
-    headers = {**(headers or {}), **error_headers(status_code, info)}
-    body = {"error": info.model_dump(mode="json", exclude_none=True)}
-    return JSONResponse(body, status_code=status_code, headers=headers)
 
 
 class RequestContext:
@@ -88,7 +69,11 @@ class RequestContext:
         declared = headers.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             self.metrics.reject("too_large")
-            await _too_large(limit, request_id)(scope, receive, send_with_id)
+            info = ErrorInfo(
+                code=ErrorCode.PAYLOAD_TOO_LARGE,
+                message=f"The body may be at most {limit} bytes.",
+            )
+            await errors.render(scope, 413, info)(scope, receive, send_with_id)
             return
 
         received = 0
@@ -106,27 +91,6 @@ class RequestContext:
             return message
 
         await self.app(scope, receive_capped, send_with_id)
-
-
-def _too_large(limit: int, request_id: str) -> JSONResponse:
-    info = ErrorInfo(
-        code=ErrorCode.PAYLOAD_TOO_LARGE, message=f"The body may be at most {limit} bytes."
-    )
-    return error_response(413, info, request_id)
-
-
-def create_store(settings: Settings) -> StreamStore:
-    """Redis when GEMINI_SSE_REDIS_URL is set, else this process's memory."""
-    if settings.redis_url:
-        from .redis_store import RedisStore
-
-        return RedisStore(
-            settings.redis_url,
-            ttl_s=settings.stream_ttl_s,
-            lease_s=settings.stream_lease_s,
-            retry_ms=settings.retry_hint_ms,
-        )
-    return MemoryStore(ttl_s=settings.stream_ttl_s)
 
 
 async def _sweep(store: StreamStore, ttl_s: float) -> None:
@@ -184,37 +148,9 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     if settings.metrics:
         app.include_router(metrics_router)
     app.include_router(web_router)
+    document_settings(app, settings)
 
-    @app.exception_handler(RequestRejected)
-    async def rejected(request: Request, exc: RequestRejected) -> JSONResponse:
-        return error_response(exc.status_code, exc.info, request_id_of(request))
-
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        gateway.metrics.reject("validation")
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'] if p != 'body') or 'body'}: {e['msg']}"
-            for e in exc.errors()[:5]
-        )
-        info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=problems or "Invalid request.")
-        return error_response(422, info, request_id_of(request))
-
-    @app.exception_handler(HTTPException)
-    async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
-        code = {404: ErrorCode.NOT_FOUND, 413: ErrorCode.PAYLOAD_TOO_LARGE}.get(
-            exc.status_code, ErrorCode.INVALID_REQUEST
-        )
-        info = ErrorInfo(code=code, message=str(exc.detail))
-        # Headers such as a 405's `Allow` go out with our body.
-        return error_response(exc.status_code, info, request_id_of(request), exc.headers)
-
-    @app.exception_handler(Exception)
-    async def failed(request: Request, exc: Exception) -> JSONResponse:
-        # Starlette logs the exception with its traceback; the client gets our vocabulary,
-        # never a stack trace.
-        info = ErrorInfo(code=ErrorCode.INTERNAL, message="The gateway failed unexpectedly.")
-        return error_response(500, info, request_id_of(request))
-
+    errors.install(app, gateway.metrics)
     app.add_middleware(
         RequestContext, max_body_bytes=settings.max_body_bytes, metrics=gateway.metrics
     )

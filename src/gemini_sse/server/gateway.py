@@ -6,8 +6,10 @@ is module-level, so two apps in one process (as in tests) never share anything.
 Admission, in order: who is calling and at what rate (`authorize`, for every API route),
 whether the request is within the limits (`model_request`), then whether the gateway and
 the caller have room for one more stream (`admit`). Every refusal is counted by reason in
-the metrics. `finish` closes the books on a generation: metrics, the caller's tokens and
-stream slot, and one `stream finished` log line.
+the metrics. `running` is the one owner of an admitted generation's run: every transport (typed SSE,
+resumable streams, OpenAI's formats) takes the events from it and only encodes them.
+`finish` closes the books on a generation: metrics, the caller's tokens and stream slot,
+and one `stream finished` log line.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Coroutine, Iterator, KeysView
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, KeysView
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +28,7 @@ from .._exceptions import RequestRejected
 from .._models import ErrorCode, ErrorInfo, StreamRequest
 from .auth import Caller, KeyRing
 from .metrics import ChunkGaps, Metrics
-from .pipeline import Generation, RetryPolicy, Timeouts
+from .pipeline import Generation, PipelineEvent, RetryPolicy, Timeouts
 from .providers import ModelRequest, Provider
 from .ratelimit import Limiter, Slot
 from .settings import Settings
@@ -216,7 +218,7 @@ class Gateway:
             retry=self.retry,
             request_id=request_id,
         )
-        self.runs[generation] = Run(
+        run = self.runs[generation] = Run(
             caller,
             time.monotonic(),
             ChunkGaps(),
@@ -224,6 +226,7 @@ class Gateway:
             slot=slot,
             answer=[] if self.settings.log_content else None,
         )
+        generation.on_token = run.token
         self.metrics.stream_started(request.model, self.provider.name)
         return generation
 
@@ -235,6 +238,22 @@ class Gateway:
     def run_of(self, generation: Generation) -> Run | None:
         """The bookkeeping of a live generation (None once it has finished)."""
         return self.runs.get(generation)
+
+    @contextlib.asynccontextmanager
+    async def running(
+        self, generation: Generation
+    ) -> AsyncIterator[AsyncGenerator[PipelineEvent, None]]:
+        """Run an admitted generation: the one way every transport gets its events.
+
+        However the transport stops (the terminal event, its client leaving, a send
+        timeout, an error of its own), the model call is closed now, not at garbage
+        collection, and the generation's books are closed (`finish`).
+        """
+        try:
+            async with contextlib.aclosing(generation.events()) as events:
+                yield events
+        finally:
+            self.finish(generation)
 
     def finish(self, generation: Generation) -> None:
         """Close the books on a generation: metrics, the caller's limits, the log line.

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
 from langchain_core.messages import AIMessageChunk
@@ -101,6 +101,8 @@ class Generation:
         self.chunks = 0
         self.ttft_s: float | None = None
         self.outcome: str | None = None  # "done", an error code, or "client_disconnect"
+        # Told of each piece of text as it is yielded (the gateway's bookkeeping).
+        self.on_token: Callable[[str], None] | None = None
         # Usage so far as plain ints (a pydantic `Usage` per chunk cost ~0.8 us): `usage`.
         self._usage: list[int] | None = None  # input, output, total tokens
         self._interrupt: ErrorInfo | None = None
@@ -177,6 +179,8 @@ class Generation:
                         if text:
                             if self.ttft_s is None:
                                 self.ttft_s = loop.time() - started
+                            if self.on_token is not None:
+                                self.on_token(text)
                             yield TokenEvent(text=text)
                             if self.separators:
                                 yield SeparatorEvent(index=self.chunks)

@@ -35,14 +35,14 @@ from .._models import (
     StreamCreated,
     StreamRequest,
     StreamStatus,
-    TokenEvent,
 )
 from .auth import Caller
+from .dependencies import CallerDep, GatewayDep, request_id_of
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
-from .routes import CallerDep, EventStream, GatewayDep, heartbeat, request_id_of
 from .settings import Settings
+from .sse import event_stream
 from .store import Frame, Status, StreamInfo, StreamNotFound, StreamStore
 
 logger = logging.getLogger("gemini_sse.streams")
@@ -74,13 +74,10 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
     event_id = 0
     stored_bytes = 0
     lease = asyncio.create_task(_keep_lease(store, stream_id, generation, s.stream_lease_s))
-    run = gateway.run_of(generation)
     ended = False
     try:
-        async with contextlib.aclosing(generation.events()) as events:
+        async with gateway.running(generation) as events:
             async for event in events:
-                if type(event) is TokenEvent and run is not None:
-                    run.token(event.text)
                 terminal = isinstance(event, DoneEvent | ErrorEvent)
                 if not terminal and (
                     event_id + 1 >= s.stream_max_events or stored_bytes >= s.stream_max_bytes
@@ -126,7 +123,6 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
     finally:
         lease.cancel()
         gateway.detached.pop(stream_id, None)
-        gateway.finish(generation)
 
 
 async def _persist(write: Callable[[], Awaitable[T]], settings: Settings) -> T:
@@ -323,17 +319,13 @@ async def stream_events(
         raise _not_found(stream_id)
     if after > info.events:
         raise _bad_last_event_id()  # an id this stream never sent
-    s = gateway.settings
-    return EventStream(
-        _frames(gateway.store.follow(stream_id, after), s.retry_hint_ms),
-        ping=s.heartbeat_s,
-        ping_message_factory=heartbeat,
-        sep="\n",
-        send_timeout=s.send_timeout_s,
+    return event_stream(
+        gateway,
+        _frames(gateway.store.follow(stream_id, after), gateway.settings.retry_hint_ms),
+        request_id=request_id_of(request),
         # A reader is cheap to cut at shutdown: it reconnects with Last-Event-ID. The short
         # grace lets a local producer's `shutting_down` event through first.
-        shutdown_event=gateway.shutdown_event,
-        shutdown_grace_period=min(1.0, s.drain_s),
+        shutdown_grace_s=min(1.0, gateway.settings.drain_s),
     )
 
 

@@ -20,9 +20,9 @@ from typing import Any
 import redis.asyncio as redis
 from redis.exceptions import ResponseError
 
-from .._models import ErrorCode, ErrorEvent, Usage
-from .encoding import encode_sse
-from .store import Frame, Status, StreamInfo, StreamNotFound
+from ..._models import ErrorCode, ErrorEvent, Usage
+from ..encoding import encode_sse
+from . import Frame, Status, StreamInfo, StreamNotFound
 
 _OPEN = "0-1"
 

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._models import (
+from ..._models import (
     ChatMessage,
     DoneEvent,
     ErrorCode,
@@ -45,7 +45,6 @@ _REFUSED: dict[str, tuple[str, tuple[object, ...]]] = {
     "logprobs": ("Log probabilities", (None, False)),
     "top_logprobs": ("Log probabilities", (None, 0)),
     "response_format": ("Structured output", (None, {"type": "text"})),
-    "modalities": ("Output other than text", (None, ["text"])),
     "audio": ("Audio output", (None,)),
     "reasoning_effort": ("A reasoning effort", (None,)),
     "verbosity": ("A verbosity level", (None,)),
@@ -133,7 +132,8 @@ class ChatCompletionRequest(_Input):
     logprobs: bool | None = None
     top_logprobs: int | None = None
     response_format: dict[str, Any] | None = None
-    modalities: list[str] | None = None
+    # Text is the one output there is: anything else is refused by validation.
+    modalities: list[Literal["text"]] | None = Field(default=None, min_length=1, max_length=1)
     audio: Any = None
     reasoning_effort: str | None = None
     verbosity: str | None = None

@@ -3,7 +3,7 @@
 `POST /v1/chat/completions` turns OpenAI's request into the gateway's own, admits it and
 runs one `Generation` as `/v1/stream` does (keys and limits, timeouts, retries,
 cancellation on disconnect, drain on shutdown), then encodes its events as a `chat.completion.chunk`
-stream (`ChunkEncoder`) or as one `chat.completion`. `GET /v1/models` lists the allow-list.
+stream (`encoding.ChunkEncoder`) or as one `chat.completion`. `GET /v1/models` lists the allow-list.
 Errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`, with the
 gateway's stable code in `code` and the HTTP status OpenAI's SDKs turn into their own
 exception classes. The SDKs read the stream as in openai-python's `_streaming.py`.
@@ -19,27 +19,27 @@ Deliberate differences from OpenAI's service:
 
 from __future__ import annotations
 
-import contextlib
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from fastapi import APIRouter, Request, Response
-from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from fastapi.routing import APIRoute
 from pydantic import ValidationError
-from starlette.exceptions import HTTPException
 from starlette.types import Receive, Scope, Send
 
-from .._exceptions import RequestRejected
-from .._models import DoneEvent, ErrorCode, ErrorEvent, ErrorInfo, TokenEvent
-from .encoding import dumps_ascii
-from .gateway import Gateway
-from .openai_models import (
+from ..._exceptions import RequestRejected
+from ..._models import DoneEvent, ErrorCode, ErrorEvent, ErrorInfo, TokenEvent
+from ..dependencies import CallerDep, GatewayDep, request_id_of
+from ..errors import OpenAIRoute, openai_error_response
+from ..gateway import Gateway
+from ..pipeline import Generation, PipelineEvent
+from ..sse import event_stream
+from .encoding import ChunkEncoder
+from .models import (
     AssistantMessage,
     ChatCompletion,
     ChatCompletionRequest,
@@ -48,102 +48,10 @@ from .openai_models import (
     ModelList,
     OpenAIErrorBody,
     completion_usage,
-    error_detail,
     finish_reason,
-    invalid_request,
-    status_and_type,
 )
-from .pipeline import Generation, PipelineEvent
-from .routes import CallerDep, GatewayDep, error_headers, event_stream, request_id_of
 
 T = TypeVar("T")
-
-# --- errors -----------------------------------------------------------------------------
-
-
-def openai_error(info: ErrorInfo, status_code: int = 500, param: str | None = None) -> JSONResponse:
-    """OpenAI's error response for `info`; `status_code` serves codes without a mapping."""
-    status, _ = status_and_type(info, status_code)
-    # openai-python and openai-node obey `x-should-retry` over their status-based rules,
-    # so our `retryable` decides, e.g. no retries of a 502 `upstream_auth`.
-    headers = {"x-should-retry": "true" if info.retryable else "false"}
-    headers |= error_headers(status, info)
-    body = {"error": error_detail(info, param)}
-    return JSONResponse(body, status_code=status, headers=headers)
-
-
-class OpenAIRoute(APIRoute):
-    """A route whose errors before the response take OpenAI's shape instead of ours."""
-
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                request.app.state.gateway.metrics.reject("validation")
-                info, param = invalid_request(exc.errors())
-                return openai_error(info, 400, param)
-            except RequestRejected as exc:
-                return openai_error(exc.info, exc.status_code)
-            except HTTPException as exc:  # the body cap, raised while the body is read
-                code = {413: ErrorCode.PAYLOAD_TOO_LARGE, 404: ErrorCode.NOT_FOUND}.get(
-                    exc.status_code, ErrorCode.INVALID_REQUEST
-                )
-                return openai_error(ErrorInfo(code=code, message=str(exc.detail)), exc.status_code)
-
-        return handle
-
-
-# --- encoding ---------------------------------------------------------------------------
-
-# json.dumps escapes non-ASCII by default, so U+2028/U+2029 and CR cannot split a line.
-
-
-class ChunkEncoder:
-    """Pipeline events to the `data:` lines of one OpenAI chat completion stream.
-
-    Pure, like `encode_sse`: an event in, bytes out. What every chunk repeats (id,
-    created, model) is serialised once; a token costs one `json` string encoding.
-    """
-
-    def __init__(self, completion_id: str, created: int, model: str, include_usage: bool) -> None:
-        self._head = (
-            f'data: {{"id":{dumps_ascii(completion_id)},"object":"chat.completion.chunk",'
-            f'"created":{created},"model":{dumps_ascii(model)},'
-        )
-        self._delta = self._head + '"choices":[{"index":0,"delta":{'
-        self._include_usage = include_usage
-        self._role_sent = False
-
-    def encode(self, event: PipelineEvent) -> bytes:
-        if type(event) is TokenEvent:
-            return self._choice('"content":' + dumps_ascii(event.text), "null")
-        if isinstance(event, DoneEvent):
-            return self._end(event)
-        if isinstance(event, ErrorEvent):
-            if event.code == ErrorCode.CONTENT_BLOCKED and self._role_sent:
-                return self._end(event)
-            return f"data: {dumps_ascii({'error': error_detail(event.info)})}\n\n".encode()
-        return b""  # separators have no place in this format
-
-    def _choice(self, delta: str, finish: str) -> bytes:
-        if not self._role_sent:
-            self._role_sent = True
-            delta = '"role":"assistant"' + ("," + delta if delta else "")
-        tail = '},"logprobs":null,"finish_reason":' + finish + "}]}\n\n"
-        return (self._delta + delta + tail).encode()
-
-    def _end(self, end: DoneEvent | ErrorEvent) -> bytes:
-        # OpenAI's last choice chunk has an empty delta; the usage chunk has no choices.
-        out = self._choice("", dumps_ascii(finish_reason(end)))
-        if self._include_usage:
-            usage = completion_usage(end.usage)
-            usage_json = "null" if usage is None else usage.model_dump_json()
-            out += f'{self._head}"choices":[],"usage":{usage_json}}}\n\n'.encode()
-        return out + b"data: [DONE]\n\n"
-
 
 # --- one completion -----------------------------------------------------------------------
 
@@ -186,7 +94,6 @@ class _Completion(Response):
         self.include_usage = include_usage
         self.completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
-        self._run = gateway.run_of(generation)
         self._producer = anyio.CancelScope()
         self._produced = anyio.Event()
         self._ended = False  # the terminal event has been taken
@@ -203,23 +110,21 @@ class _Completion(Response):
                     if not self._ended:
                         self._producer.cancel()
         finally:
+            # The producer may never have started (its client left at once).
             self.gateway.finish(self.generation)
 
     async def _produce(self, sender: MemoryObjectSendStream[PipelineEvent]) -> None:
         try:
             with self._producer:
-                async with contextlib.aclosing(self.generation.events()) as events:
+                async with self.gateway.running(self.generation) as events:
                     async for event in events:
                         await sender.send(event)
         finally:
-            self.gateway.finish(self.generation)
             self._produced.set()
 
     async def _next(self, receiver: MemoryObjectReceiveStream[PipelineEvent]) -> PipelineEvent:
         event = await receiver.receive()
-        if type(event) is TokenEvent and self._run is not None:
-            self._run.token(event.text)
-        elif isinstance(event, DoneEvent | ErrorEvent):
+        if isinstance(event, DoneEvent | ErrorEvent):
             self._ended = True
         return event
 
@@ -232,9 +137,9 @@ class _Completion(Response):
             if first is None:
                 return None
             if isinstance(first, ErrorEvent):
-                return openai_error(first.info)
+                return openai_error_response(first.info)
             body = self._chunks(first, receiver)
-            return event_stream(self.gateway, self.generation, self.generation.request_id, body)
+            return event_stream(self.gateway, body, request_id=self.generation.request_id)
         collected = await _unless_disconnected(receive, lambda: self._collect(receiver))
         return None if collected is None else self._completion(*collected)
 
@@ -272,7 +177,7 @@ class _Completion(Response):
     def _completion(self, text: str, end: DoneEvent | ErrorEvent) -> Response:
         # Withheld after some text: OpenAI's answer is the text so far, `content_filter`.
         if isinstance(end, ErrorEvent) and not (end.code == ErrorCode.CONTENT_BLOCKED and text):
-            return openai_error(end.info)
+            return openai_error_response(end.info)
         completion = ChatCompletion(
             id=self.completion_id,
             created=self.created,
@@ -326,14 +231,14 @@ async def create_chat_completion(
     if refused is not None:
         gateway.metrics.reject("validation")
         info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=refused[1])
-        return openai_error(info, 400, refused[0])
+        return openai_error_response(info, 400, refused[0])
     try:
         native = body.to_stream_request()
     except ValidationError as exc:  # e.g. text that is not valid Unicode
         gateway.metrics.reject("validation")
         problem = exc.errors()[0]
         info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=f"messages: {problem['msg']}")
-        return openai_error(info, 400, "messages")
+        return openai_error_response(info, 400, "messages")
     model_request = gateway.model_request(native)
     generation = await gateway.admit(
         model_request, caller=caller, separators=False, request_id=request_id_of(request)
