@@ -24,6 +24,7 @@ from .test_stream_live import wait_for
 
 KEY = "log-test-key-0123456789"
 STREAM_FIELDS = {
+    "fallback",
     "time",
     "level",
     "logger",

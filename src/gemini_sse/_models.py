@@ -129,6 +129,9 @@ class DoneEvent(_Model):
     chunks: int
     ttft_ms: float | None = None
     duration_ms: float
+    #: The fallback target that answered (`GEMINI_SSE_FALLBACK`), when the model asked
+    #: for failed before its first token; `model` is then that target's model.
+    fallback: str | None = None
 
 
 class ErrorEvent(_Model):

@@ -21,7 +21,7 @@ from .logs import request_id_var
 from .metrics import Metrics
 from .openai.routes import router as openai_router
 from .openapi import document_settings
-from .providers import Provider, create_provider
+from .providers import Provider, create_fallbacks, create_provider
 from .routes import metrics_router, router
 from .settings import Settings
 from .sse import DroppedResponseFilter
@@ -110,7 +110,12 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
     settings = settings or Settings()
     # One shared, stateless filter: adding it again for another app is a no-op.
     logging.getLogger("uvicorn.error").addFilter(_DROPPED_RESPONSES)
-    gateway = Gateway(settings, provider or create_provider(settings), create_store(settings))
+    gateway = Gateway(
+        settings,
+        provider or create_provider(settings),
+        create_store(settings),
+        fallbacks=create_fallbacks(settings),
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -130,6 +135,8 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
             for task in tasks:
                 task.cancel()
             await gateway.provider.aclose()
+            for fallback in gateway.fallbacks:
+                await fallback.provider.aclose()
             await gateway.store.aclose()
             await gateway.limiter.aclose()
 

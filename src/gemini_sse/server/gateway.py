@@ -18,7 +18,14 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine, Iterator, KeysView
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterator,
+    Coroutine,
+    Iterator,
+    KeysView,
+    Sequence,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,7 +36,7 @@ from .._models import ErrorCode, ErrorInfo, StreamRequest
 from .auth import Caller, KeyRing
 from .metrics import ChunkGaps, Metrics
 from .pipeline import Generation, PipelineEvent, RetryPolicy, Timeouts
-from .providers import ModelRequest, Provider
+from .providers import Fallback, ModelRequest, Provider
 from .ratelimit import Limiter, Slot
 from .settings import Settings
 from .store import StreamStore
@@ -58,9 +65,16 @@ class Run:
 class Gateway:
     """Admits requests, starts generations, and ends them all on shutdown."""
 
-    def __init__(self, settings: Settings, provider: Provider, store: StreamStore) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        provider: Provider,
+        store: StreamStore,
+        fallbacks: Sequence[Fallback] = (),
+    ) -> None:
         self.settings = settings
         self.provider = provider
+        self.fallbacks = fallbacks
         self.store = store
         self.keys = KeyRing.from_settings(settings)
         self.limiter = Limiter(settings)
@@ -217,6 +231,7 @@ class Gateway:
             separators=self.settings.separators if separators is None else separators,
             retry=self.retry,
             request_id=request_id,
+            fallbacks=self.fallbacks,
         )
         run = self.runs[generation] = Run(
             caller,
@@ -279,6 +294,8 @@ class Gateway:
             output_tokens=output_tokens,
             gaps=run.gaps,
         )
+        for _source, target, reason in generation.moves:
+            self.metrics.fell_back(model, self.provider.name, target=target, reason=reason)
         if run.caller is not None and self.limiter.enabled and (run.slot or output_tokens):
             self.spawn(self.limiter.settle(run.caller, run.slot, output_tokens))
         line: dict[str, object] = {
@@ -291,6 +308,7 @@ class Gateway:
             "ttft_ms": None if generation.ttft_s is None else round(generation.ttft_s * 1000, 1),
             "duration_ms": round(duration_s * 1000, 1),
             "chunks": generation.chunks,
+            "fallback": generation.fallback,
             "input_tokens": usage.input_tokens if usage is not None else None,
             "output_tokens": output_tokens if usage is not None else None,
         }

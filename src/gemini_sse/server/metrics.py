@@ -153,6 +153,12 @@ class Metrics:
             (*_LABELS, "code"),
             registry=registry,
         )
+        self.fallbacks = Counter(
+            "gemini_sse_fallbacks",
+            "Moves to a fallback target before the first token, by target and error code.",
+            (*_LABELS, "target", "reason"),
+            registry=registry,
+        )
         self.rejected = Counter(
             "gemini_sse_requests_rejected",
             "Requests refused before any model call, by reason.",
@@ -190,6 +196,10 @@ class Metrics:
             self.gaps.add(labels, gaps)
         if output_tokens:
             self.output_tokens.labels(*labels).inc(output_tokens)
+
+    def fell_back(self, model: str, provider: str, *, target: str, reason: str) -> None:
+        """Count one move of a generation to a fallback target (`GEMINI_SSE_FALLBACK`)."""
+        self.fallbacks.labels(model, provider, target, reason).inc()
 
     def reject(self, reason: str) -> None:
         """Count one request refused before any model call (`REJECTION_REASONS`)."""

@@ -18,8 +18,8 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import AsyncGenerator, Callable
-from dataclasses import dataclass
+from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass, replace
 
 from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
@@ -34,7 +34,7 @@ from .._models import (
     Usage,
 )
 from .deadline import Deadline
-from .providers import ModelRequest, Provider
+from .providers import Fallback, ModelRequest, Provider
 from .upstream import map_upstream_error
 
 logger = logging.getLogger("gemini_sse.pipeline")
@@ -52,6 +52,15 @@ _BLOCKED = frozenset(
         "content_filter",
         "image_safety",
         "language",
+    }
+)
+# Failures that send a generation to its next fallback target (before any text).
+_FALLBACK_CODES = frozenset(
+    {
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.UPSTREAM_UNAVAILABLE,
+        ErrorCode.UPSTREAM_DISCONNECTED,
+        ErrorCode.TIMEOUT,
     }
 )
 # Longest a generation runs without letting other tasks in (see `events`).
@@ -90,9 +99,11 @@ class Generation:
         separators: bool = True,
         retry: RetryPolicy = RetryPolicy(),
         request_id: str | None = None,
+        fallbacks: Sequence[Fallback] = (),
     ) -> None:
         self.provider = provider
         self.request = request
+        self.fallbacks = fallbacks
         self.timeouts = timeouts
         self.separators = separators
         self.retry = retry
@@ -101,6 +112,11 @@ class Generation:
         self.chunks = 0
         self.ttft_s: float | None = None
         self.outcome: str | None = None  # "done", an error code, or "client_disconnect"
+        # The fallback target that is answering (its label), once one is; and every move
+        # to a fallback as (from, to, error code), for the metrics.
+        self.fallback: str | None = None
+        self.moves: list[tuple[str, str, str]] = []
+        self._upstream = (provider, request)
         # Told of each piece of text as it is yielded (the gateway's bookkeeping).
         self.on_token: Callable[[str], None] | None = None
         # Usage so far as plain ints (a pydantic `Usage` per chunk cost ~0.8 us): `usage`.
@@ -146,12 +162,15 @@ class Generation:
         total_deadline = started + self.timeouts.total
         finish_reason: str | None = None
         attempt = 0
+        attempt_started = started  # a fallback target gets a first-token window of its own
         try:
             while True:
                 retry_in: float | None = None
-                stream = self.provider.astream(self.request)
+                failed: ErrorInfo | None = None  # before any text, and a fallback is left
+                provider, request = self._upstream
+                stream = provider.astream(request)
                 # Retries happen only before the first text, so the first-token clock holds.
-                deadline = min(started + self.timeouts.first_token, total_deadline)
+                deadline = min(attempt_started + self.timeouts.first_token, total_deadline)
                 self._clock = clock = Deadline(loop)
                 busy_until = loop.time() + _MAX_BUSY_S
                 try:
@@ -196,18 +215,29 @@ class Generation:
                         deadline = min(now + self.timeouts.idle, total_deadline)
                 except TimeoutError:
                     if self._interrupt is None:
-                        yield self._error(self._timeout_info(loop.time() >= total_deadline))
-                        return
+                        info = self._timeout_info(loop.time() >= total_deadline)
+                        if loop.time() < total_deadline and self._may_fall_back(info):
+                            failed = info
+                        else:
+                            yield self._error(info)
+                            return
                 except Exception as exc:
                     info = map_upstream_error(exc, after_text=self.ttft_s is not None)
-                    retry_in = self._retry_delay(info, attempt, loop.time() - started)
-                    if retry_in is None:
-                        yield self._error(info)
-                        return
+                    if self._may_fall_back(info):
+                        failed = info
+                    else:
+                        retry_in = self._retry_delay(info, attempt, loop.time() - started)
+                        if retry_in is None:
+                            yield self._error(info)
+                            return
                 finally:
                     clock.close()
                     self._clock = None
                     await stream.aclose()  # type: ignore[attr-defined]
+                if failed is not None:
+                    self._fall_back(failed)
+                    attempt, attempt_started = 0, loop.time()
+                    continue
                 if retry_in is None:
                     break
                 attempt += 1
@@ -226,6 +256,32 @@ class Generation:
             if self.outcome is None:
                 self.outcome = "client_disconnect"
             raise
+
+    def _may_fall_back(self, info: ErrorInfo) -> bool:
+        """Whether `info` moves the generation to its next fallback target.
+
+        Only before any text (a second model's answer must not be glued to the first's),
+        only for failures another model or region may not share, and only while a
+        target is left. A fallback comes before retries of the same target.
+        """
+        return (
+            self.ttft_s is None
+            and self._interrupt is None
+            and len(self.moves) < len(self.fallbacks)
+            and info.code in _FALLBACK_CODES
+        )
+
+    def _fall_back(self, info: ErrorInfo) -> None:
+        target = self.fallbacks[len(self.moves)]
+        source = self.fallback or f"{self.provider.name}:{self.request.model}"
+        logger.info(
+            "upstream failed (%s) before the first chunk; falling back to %s",
+            info.code,
+            target.label,
+        )
+        self.moves.append((source, target.label, str(info.code)))
+        self.fallback = target.label
+        self._upstream = (target.provider, replace(self.request, model=target.model))
 
     def _add_usage(self, usage: UsageMetadata) -> None:
         # Chunks carry their share of the usage (LangChain adds chunks up the same way).
@@ -273,8 +329,9 @@ class Generation:
         return DoneEvent(
             finish_reason=_FINISH.get(reason, reason or "stop"),
             usage=self.usage,
-            model=self.request.model,
+            model=self._upstream[1].model,
             chunks=self.chunks,
+            fallback=self.fallback,
             ttft_ms=None if self.ttft_s is None else round(self.ttft_s * 1000, 1),
             duration_ms=round(elapsed * 1000, 1),
         )

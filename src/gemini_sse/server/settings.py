@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     model: str = "gemini-2.5-flash"
     # Models a request may ask for; `model` is always allowed. Empty: only `model`.
     models: CommaList = Field(default_factory=list)
+    # Where a generation goes, in order, when its model fails with a retryable error
+    # (429, 5xx, first-token timeout) before any text: `[provider:]model[@location]`.
+    fallback: CommaList = Field(default_factory=list)
 
     # --- streams --------------------------------------------------------------------------
     first_token_timeout_s: float = Field(default=30.0, gt=0)
@@ -134,7 +137,7 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(default=2, ge=0)
     upstream_retry_budget_s: float = Field(default=10.0, ge=0)
 
-    @field_validator("models", "cors_origins", "api_keys", mode="before")
+    @field_validator("models", "fallback", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_commas(value)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..settings import Settings
@@ -16,10 +17,12 @@ from .base import LangChainProvider, ModelRequest, Provider
 from .fake import FakeProvider
 
 __all__ = [
+    "Fallback",
     "FakeProvider",
     "LangChainProvider",
     "ModelRequest",
     "Provider",
+    "create_fallbacks",
     "create_provider",
     "google_credentials_found",
     "google_project",
@@ -113,3 +116,43 @@ def create_provider(settings: Settings) -> Provider:
 
             return OpenAIProvider(settings)
     raise ValueError(f"provider {name!r} is not available")
+
+
+@dataclass(frozen=True, slots=True)
+class Fallback:
+    """Where a generation goes when its model fails before the first token."""
+
+    label: str  # as configured: `[provider:]model[@location]`
+    provider: Provider
+    model: str
+
+
+_PROVIDERS = ("fake", "vertex", "genai", "openai")
+
+
+def create_fallbacks(settings: Settings) -> list[Fallback]:
+    """Build a provider for each `GEMINI_SSE_FALLBACK` target, in order.
+
+    A target names its model, and optionally another provider (`openai:gpt-4o-mini`) or,
+    for Vertex AI, another location (`gemini-2.5-flash@europe-west1`). Each gets a
+    provider of its own, built now, so a bad target fails the start, not a request.
+    """
+    primary = resolve_provider_name(settings)
+    fallbacks = []
+    for label in settings.fallback:
+        name, _, rest = label.rpartition(":") if ":" in label else ("", "", label)
+        model, _, location = rest.partition("@")
+        name = name or primary
+        if name not in _PROVIDERS or not model:
+            raise ValueError(
+                f"GEMINI_SSE_FALLBACK: {label!r} is not `[provider:]model[@location]` "
+                f"with a provider of {', '.join(_PROVIDERS)}"
+            )
+        if location and name not in ("vertex", "genai"):
+            raise ValueError(f"GEMINI_SSE_FALLBACK: {label!r}: only Google's have locations")
+        update: dict[str, object] = {"provider": name, "model": model, "models": []}
+        if location:
+            update["vertex_location"] = location
+        provider = create_provider(settings.model_copy(update=update))
+        fallbacks.append(Fallback(label=label, provider=provider, model=model))
+    return fallbacks
