@@ -11,6 +11,10 @@ exception classes. The SDKs read the stream as in openai-python's `_streaming.py
 Deliberate differences from OpenAI's service:
 - The response starts once the answer's first event is known, so a failure before any
   text is an HTTP error (`openai.RateLimitError`, ...), never a 200 stream holding one error.
+  Except when the model is slow to start: after `GEMINI_SSE_HEARTBEAT_S` of silence the
+  stream opens anyway, so that heartbeats keep proxies (60-125 s idle limits are common)
+  from cutting a model that thinks for minutes; a failure after that is a
+  `data: {"error": ...}` line, which the SDKs raise as `APIError`.
 - A failure after some text is one `data: {"error": ...}` line, and the stream ends
   without `data: [DONE]`: the SDKs raise `APIError` on it, and a reader that waits for
   `[DONE]` rightly sees an incomplete answer.
@@ -57,6 +61,13 @@ T = TypeVar("T")
 
 # How long a stream that ends early waits for its generation to let go of the model.
 _CLEANUP_S = 5.0
+
+
+class _Silent:
+    """What `_next_within` returns when the model stays silent."""
+
+
+_SILENT = _Silent()
 
 
 async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[T]]) -> T | None:
@@ -128,29 +139,44 @@ class _Completion(Response):
             self._ended = True
         return event
 
+    async def _next_within(
+        self, receiver: MemoryObjectReceiveStream[PipelineEvent], seconds: float
+    ) -> PipelineEvent | _Silent:
+        """The next event, or `_SILENT` once `seconds` pass without one (0: no limit)."""
+        if not seconds:
+            return await self._next(receiver)
+        with anyio.move_on_after(seconds):
+            return await self._next(receiver)
+        return _SILENT
+
     async def _respond(
         self, receiver: MemoryObjectReceiveStream[PipelineEvent], receive: Receive
     ) -> Response | None:
         """The response, once enough of the answer is known; None if the client left."""
         if self.stream:
-            first = await _unless_disconnected(receive, lambda: self._next(receiver))
+            patience = self.gateway.settings.heartbeat_s
+            first = await _unless_disconnected(
+                receive, lambda: self._next_within(receiver, patience)
+            )
             if first is None:
                 return None
             if isinstance(first, ErrorEvent):
                 return openai_error_response(first.info)
-            body = self._chunks(first, receiver)
+            body = self._chunks(None if isinstance(first, _Silent) else first, receiver)
             return event_stream(self.gateway, body, request_id=self.generation.request_id)
         collected = await _unless_disconnected(receive, lambda: self._collect(receiver))
         return None if collected is None else self._completion(*collected)
 
     async def _chunks(
-        self, first: PipelineEvent, receiver: MemoryObjectReceiveStream[PipelineEvent]
+        self, first: PipelineEvent | None, receiver: MemoryObjectReceiveStream[PipelineEvent]
     ) -> AsyncIterator[bytes]:
         encoder = ChunkEncoder(
             self.completion_id, self.created, self.generation.request.model, self.include_usage
         )
-        event = first
         try:
+            # Opened before the first event (a model slow to start): heartbeats flow while
+            # it is awaited here.
+            event = await self._next(receiver) if first is None else first
             while True:
                 if data := encoder.encode(event):
                     yield data
