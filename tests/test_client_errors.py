@@ -21,6 +21,8 @@ from gemini_sse import (
     DoneEvent,
     ErrorEvent,
     EventSequenceError,
+    EventTooLargeError,
+    GeminiSSEError,
     IncompleteStreamError,
     ProtocolError,
     ReadTimeout,
@@ -30,6 +32,7 @@ from gemini_sse import (
     TokenEvent,
     TransportError,
 )
+from gemini_sse._ask import _snake
 from gemini_sse.server.providers.fake import expected_answer
 
 from .conftest import make_settings
@@ -403,3 +406,29 @@ def test_a_proxys_plain_429_reads_as_too_many_requests() -> None:
     assert (caught.value.status_code, caught.value.code) == (429, "too_many_requests")
     assert caught.value.retryable is True
     assert caught.value.retry_after == 3
+
+
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [
+        (TransportError("reset"), True),
+        (ConnectError("refused"), True),
+        (TimeoutError("slow"), True),
+        (ConnectTimeout("slow"), True),
+        (ReadTimeout("silent"), True),
+        (ProtocolError("not a stream"), False),
+        (IncompleteStreamError("cut"), True),
+        (EventSequenceError("gap"), False),
+        (EventTooLargeError("too long"), False),
+    ],
+    ids=lambda value: type(value).__name__ if isinstance(value, Exception) else None,
+)
+def test_client_side_errors_speak_the_gateways_vocabulary(
+    error: TransportError | ProtocolError, retryable: bool
+) -> None:
+    """Errors the client finds itself carry `code` (as `ask` prints it), `message`, `retryable`."""
+    assert isinstance(error, GeminiSSEError)
+    assert error.code == _snake(type(error).__name__)
+    assert error.message == str(error)
+    assert error.retryable is retryable
+    assert error.partial_text == ""

@@ -1,4 +1,8 @@
-"""The client's resumable streams: reconnects that lose and repeat nothing."""
+"""The client's resumable streams: reconnects that lose and repeat nothing.
+
+The reconnect policy (`Resumption`) is tested alone first, without a network; then the
+clients that follow it, through a proxy that cuts real connections.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,21 @@ import pytest
 from gemini_sse import (
     AsyncClient,
     Client,
+    ConnectError,
+    ErrorCode,
+    ErrorInfo,
+    EventSequenceError,
+    EventTooLargeError,
+    GeminiSSEError,
     IncompleteStreamError,
+    ReadTimeout,
     Reconnect,
     RequestRejected,
     StreamError,
     TokenEvent,
     TransportError,
 )
+from gemini_sse._protocol import EventReader, Resumption
 from gemini_sse.server.providers.fake import expected_answer
 
 from .conftest import make_settings
@@ -34,6 +46,110 @@ def anyio_backend() -> str:
 
 def port_of(running: RunningServer) -> int:
     return int(running.url.rsplit(":", 1)[1])
+
+
+# --- the policy alone ----------------------------------------------------------------------
+
+POLICY = Reconnect(max_attempts=3, base_delay=1.0, max_delay=3.0)
+
+
+def token(event_id: int, text: str = "a") -> bytes:
+    return f'id: {event_id}\nevent: token\ndata: {{"text":"{text}"}}\n\n'.encode()
+
+
+def resumption(reconnect: Reconnect | None = POLICY, last_event_id: int = 0) -> Resumption:
+    return Resumption(reconnect, EventReader(last_event_id=last_event_id))
+
+
+def test_policy_sends_last_event_id_once_there_is_one() -> None:
+    """No `Last-Event-ID` before any event; then the id of the last event read."""
+    policy = resumption()
+    assert policy.headers() == {}
+    list(policy.reader.feed(token(1) + token(2)))
+    assert policy.headers() == {"Last-Event-ID": "2"}
+    assert resumption(last_event_id=7).headers() == {"Last-Event-ID": "7"}
+
+
+def test_policy_backs_off_exponentially_up_to_max_delay_then_gives_up() -> None:
+    """Failures in a row wait base * 2**(n-1), capped, 50-100 %; past max_attempts: None."""
+    policy = resumption()
+    ceilings = [1.0, 2.0, 3.0]
+    for attempt, ceiling in enumerate(ceilings, start=1):
+        delay = policy.failed(ConnectError("refused"))
+        assert delay is not None and ceiling / 2 <= delay <= ceiling
+        assert policy.attempt == attempt
+    assert policy.failed(ConnectError("refused")) is None
+
+
+def test_policy_counts_anew_after_a_connection_that_delivered_events() -> None:
+    """Any event received between two failures resets the count of failures in a row."""
+    policy = resumption()
+    for event_id in range(1, 6):
+        list(policy.reader.feed(token(event_id)))
+        delay = policy.failed(IncompleteStreamError("cut"))
+        assert delay is not None and delay <= 1.0
+        assert policy.attempt == 1
+
+
+def test_policy_follows_the_gateways_retry_hint() -> None:
+    """A `retry:` from the gateway replaces `base_delay`, still doubled and capped."""
+    policy = resumption(Reconnect(max_attempts=5, base_delay=0.1, max_delay=60.0))
+    list(policy.reader.feed(b"retry: 4000\n" + token(1)))
+    first = policy.failed(ReadTimeout("silent"))
+    second = policy.failed(ReadTimeout("silent"))
+    assert first is not None and 2.0 <= first <= 4.0
+    assert second is not None and 4.0 <= second <= 8.0
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        TransportError("reset"),
+        ConnectError("refused"),
+        ReadTimeout("silent"),
+        IncompleteStreamError("cut"),
+        RequestRejected.of(503, ErrorCode.OVERLOADED, "busy", retryable=True),
+    ],
+    ids=lambda e: type(e).__name__,
+)
+def test_policy_reconnects_after_a_broken_connection_or_a_retryable_refusal(
+    error: GeminiSSEError,
+) -> None:
+    """A broken connection or a retryable refusal (503) is worth another connection."""
+    assert resumption().failed(error) is not None
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        RequestRejected.of(204, ErrorCode.NOT_FOUND, "unknown stream"),
+        RequestRejected.of(401, ErrorCode.UNAUTHORIZED, "no key"),
+        StreamError(ErrorInfo(code=ErrorCode.CANCELLED, message="cancelled")),
+        EventSequenceError("gap"),
+        EventTooLargeError("too long"),
+    ],
+    ids=lambda e: type(e).__name__ + "-" + getattr(e, "code", ""),
+)
+def test_policy_gives_up_when_reconnecting_cannot_help(error: GeminiSSEError) -> None:
+    """A refusal, an `error` event or a broken protocol ends `follow` at once."""
+    assert resumption().failed(error) is None
+
+
+def test_policy_without_reconnect_always_gives_up() -> None:
+    """`reconnect=None`: the first failure is raised."""
+    assert resumption(None).failed(ConnectError("refused")) is None
+
+
+def test_policy_drops_the_half_read_event_before_the_next_connection() -> None:
+    """An event cut by the failure is not glued to the start of the next connection."""
+    policy = resumption()
+    list(policy.reader.feed(token(1) + b'id: 2\nevent: token\ndata: {"te'))
+    assert policy.failed(IncompleteStreamError("cut")) is not None
+    events = list(policy.reader.feed(token(2, "b")))
+    assert [(e.id, e.text) for e in events if isinstance(e, TokenEvent)] == [(2, "b")]
+
+
+# --- the clients, through a cutting proxy ---------------------------------------------------
 
 
 def test_resumable_stream_reads_a_whole_answer(serve: Callable[..., RunningServer]) -> None:

@@ -8,9 +8,12 @@ network cut the stream.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
-from gemini_sse._decoder import ServerSentEvent, SSEDecoder, decode
+from gemini_sse import EventTooLargeError, ProtocolError
+from gemini_sse._decoder import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder, decode
 
 Outcome = tuple[list[ServerSentEvent], str, int | None]
 
@@ -358,3 +361,93 @@ def test_retry_too_long_for_int_is_ignored() -> None:
 def test_server_sent_event_defaults() -> None:
     """An event built without arguments is an empty "message" with no id or retry."""
     assert ServerSentEvent() == ServerSentEvent(event="message", data="", id="", retry=None)
+
+
+# --- the size limit (ours, not the spec's: see the module docstring) ----------------------
+
+
+def _splits(data: bytes) -> Iterator[list[bytes]]:
+    """`data` whole, one byte at a time, and cut in two at every offset."""
+    yield [data]
+    yield [data[i : i + 1] for i in range(len(data))]
+    for cut in range(len(data) + 1):
+        yield [data[:cut], data[cut:]]
+
+
+def _run_limited(chunks: list[bytes], limit: int) -> list[ServerSentEvent]:
+    decoder = SSEDecoder(max_event_size=limit)
+    return [event for chunk in chunks for event in decoder.feed(chunk)] + decoder.close()
+
+
+@pytest.mark.parametrize(
+    ("wire", "events"),
+    [
+        pytest.param("data: " + "x" * 10 + "\n\n", [ServerSentEvent(data="x" * 10)], id="line"),
+        pytest.param("data: ab\ndata: cd\n\n", [ServerSentEvent(data="ab\ncd")], id="data"),
+        pytest.param(
+            "data: abcdefghij\n\ndata: abcdefghij\n\n",
+            [ServerSentEvent(data="abcdefghij")] * 2,
+            id="each-event-counted-alone",
+        ),
+        pytest.param(
+            ":" + "x" * 15 + "\nevent: 123456789\nid: 12345678901\ndata: x\n\n",
+            [ServerSentEvent(event="123456789", data="x", id="12345678901")],
+            id="other-lines-not-counted-as-data",
+        ),
+        pytest.param("data: x\r\n\r\n" * 3, [ServerSentEvent(data="x")] * 3, id="crlf"),
+    ],
+)
+def test_lines_and_events_at_the_limit_pass(wire: str, events: list[ServerSentEvent]) -> None:
+    """A line of exactly `max_event_size` characters, or data adding up to it, is decoded."""
+    for chunks in _splits(wire.encode()):
+        assert _run_limited(chunks, 16) == events, chunks
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [
+        pytest.param("data: " + "x" * 11 + "\n\n", id="data-line"),
+        pytest.param(":" + "x" * 16 + "\ndata: x\n\n", id="comment-line"),
+        pytest.param("event: " + "x" * 10 + "\ndata: x\n\n", id="event-line"),
+        pytest.param("data: " + "x" * 40, id="line-without-end"),
+        pytest.param("data: ab\ndata: cde\n\n", id="short-lines-long-data"),
+        pytest.param("data: abcdefgh\n" * 8, id="event-without-end"),
+        pytest.param("data\n" * 5, id="empty-data-lines"),
+        pytest.param("data: a\n\n" + "data: " + "x" * 11 + "\r\n\r\n", id="second-event"),
+    ],
+)
+def test_a_line_or_event_over_the_limit_raises_wherever_the_chunks_split(wire: str) -> None:
+    """Too long a line, or too much data in one event, raises however the bytes arrive."""
+    for chunks in _splits(wire.encode()):
+        with pytest.raises(EventTooLargeError, match=r"max_event_size \(16 characters\)"):
+            _run_limited(chunks, 16)
+
+
+def test_events_before_the_oversized_one_are_returned_from_earlier_chunks() -> None:
+    """What earlier chunks completed reaches the caller; only the oversized event is lost."""
+    decoder = SSEDecoder(max_event_size=16)
+    assert decoder.feed(b"id: 1\ndata: a\n\n") == [ServerSentEvent(data="a", id="1")]
+    with pytest.raises(EventTooLargeError) as caught:
+        decoder.feed(b"data: " + b"x" * 100)
+    assert isinstance(caught.value, ProtocolError)
+    assert (caught.value.code, caught.value.retryable) == ("event_too_large_error", False)
+
+
+def test_after_the_error_the_decoder_holds_nothing_of_the_cut_stream() -> None:
+    """The decoder drops the oversized line; a next stream decodes cleanly, same last ID."""
+    decoder = SSEDecoder(max_event_size=16)
+    decoder.feed(b"id: 7\ndata: a\n\ndata: b\n")
+    with pytest.raises(EventTooLargeError):
+        decoder.feed(b"data: " + b"x" * 100)
+    assert decoder.feed(b"data: c\n\n") == [ServerSentEvent(data="c", id="7")]
+
+
+def test_the_default_limit_is_4_mib_and_none_turns_it_off() -> None:
+    """By default a line over 4 MiB raises; with `max_event_size=None` it is decoded."""
+    assert DEFAULT_MAX_EVENT_SIZE == 4 * 1024 * 1024
+    at_limit = b"data: " + b"x" * (DEFAULT_MAX_EVENT_SIZE - 6) + b"\n\n"
+    assert decode(at_limit)[0].data == "x" * (DEFAULT_MAX_EVENT_SIZE - 6)
+    over = b"data: " + b"x" * DEFAULT_MAX_EVENT_SIZE + b"\n\n"
+    with pytest.raises(EventTooLargeError):
+        decode(over)
+    assert decode(over, max_event_size=None) == [ServerSentEvent(data="x" * DEFAULT_MAX_EVENT_SIZE)]

@@ -1,7 +1,9 @@
 """`Client` and `AsyncClient`: a gateway's answer as typed events, as they arrive.
 
-The two differ only in how they move bytes; what the bytes mean is `_protocol`'s, shared.
-`_map_httpx_errors` is the one place where httpx's exceptions become ours.
+The two differ only in how they move bytes; what the bytes mean, and when a resumable
+stream reconnects, is `_protocol`'s, shared. `_map_httpx_errors` is the one place where
+httpx's exceptions become ours. No body is read whole: an event stream is bounded by
+`max_event_size` (the decoder's check), any other body by `MAX_BODY_SIZE`.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import contextlib
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Generator, Iterator
 from types import TracebackType
-from typing import Any, Unpack
+from typing import Any, TypeVar, Unpack
 
 import anyio
 import httpx
+from pydantic import BaseModel
 
+from ._decoder import DEFAULT_MAX_EVENT_SIZE
 from ._exceptions import (
     ConnectError,
     ConnectTimeout,
@@ -27,21 +31,24 @@ from ._exceptions import (
 from ._models import Event, StreamCreated, StreamStatus, TokenEvent
 from ._protocol import (
     DEFAULT_RECONNECT,
+    MAX_BODY_SIZE,
     Completion,
     EventReader,
     Messages,
     Reconnect,
+    Resumption,
     StreamOptions,
     check_response,
     completion,
     parse_json,
     request_body,
-    resume_delay,
 )
 
 __all__ = ["DEFAULT_URL", "AsyncClient", "Client"]
 
 DEFAULT_URL = "http://127.0.0.1:8000"
+
+_M = TypeVar("_M", bound=BaseModel)
 
 
 @contextlib.contextmanager
@@ -67,6 +74,26 @@ def _map_httpx_errors(reader: EventReader) -> Iterator[None]:
         raise TransportError(f"The connection to the gateway failed: {exc}") from exc
 
 
+def _read_body(response: httpx.Response) -> bytes:
+    """A body that is not an event stream, read until it ends or passes `MAX_BODY_SIZE`."""
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_BODY_SIZE:
+            break
+    return bytes(body)
+
+
+async def _aread_body(response: httpx.Response) -> bytes:
+    """`_read_body`, async."""
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_BODY_SIZE:
+            break
+    return bytes(body)
+
+
 class _BaseClient:
     def __init__(
         self,
@@ -74,6 +101,7 @@ class _BaseClient:
         api_key: str | None,
         connect_timeout: float | None,
         read_timeout: float | None,
+        max_event_size: int | None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.api_key = api_key
@@ -81,6 +109,14 @@ class _BaseClient:
         # gateway's heartbeats keep a slow answer alive.
         self.timeout = httpx.Timeout(
             connect=connect_timeout, read=read_timeout, write=connect_timeout, pool=connect_timeout
+        )
+        self.max_event_size = max_event_size
+
+    def _reader(self, raise_on_error: bool, last_event_id: int | str | None = None) -> EventReader:
+        return EventReader(
+            raise_on_error=raise_on_error,
+            last_event_id=int(last_event_id or 0),
+            max_event_size=self.max_event_size,
         )
 
     def _headers(self, **extra: str) -> dict[str, str]:
@@ -92,7 +128,7 @@ class _BaseClient:
     def _request(
         self, messages: Messages | None, options: StreamOptions, path: str = "/v1/stream"
     ) -> dict[str, Any]:
-        """Keyword arguments of `httpx.Client.stream` (or `.request`) for one answer."""
+        """Keyword arguments of `httpx.Client.stream` for one answer."""
         return {
             "method": "POST",
             "url": f"{self.base_url}{path}",
@@ -101,13 +137,12 @@ class _BaseClient:
             "timeout": self.timeout,
         }
 
-    def _follow_request(self, stream_id: str, last_event_id: int) -> dict[str, Any]:
+    def _follow_request(self, stream_id: str, resumption: Resumption) -> dict[str, Any]:
         """Keyword arguments of `httpx.Client.stream` to read a resumable stream."""
-        extra = {"Last-Event-ID": str(last_event_id)} if last_event_id else {}
         return {
             "method": "GET",
             "url": f"{self.base_url}/v1/streams/{stream_id}/events",
-            "headers": self._headers(**extra),
+            "headers": self._headers(**resumption.headers()),
             "timeout": self.timeout,
         }
 
@@ -124,7 +159,8 @@ class Client(_BaseClient):
     """A blocking client of a gemini-sse gateway.
 
     Pass `http_client` to share an `httpx.Client` (its connection pool); it is then
-    yours to close. Our timeouts apply to each stream either way.
+    yours to close. Our timeouts apply to each stream either way. A line or an event
+    longer than `max_event_size` characters (None: no limit) raises `EventTooLargeError`.
     """
 
     def __init__(
@@ -134,9 +170,10 @@ class Client(_BaseClient):
         api_key: str | None = None,
         connect_timeout: float | None = 5.0,
         read_timeout: float | None = 60.0,
+        max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE,
         http_client: httpx.Client | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, connect_timeout, read_timeout)
+        super().__init__(base_url, api_key, connect_timeout, read_timeout, max_event_size)
         self._owns_http = http_client is None
         self._http = httpx.Client() if http_client is None else http_client
 
@@ -160,13 +197,7 @@ class Client(_BaseClient):
             created = self.create_stream(messages, **options)
             yield from self.follow(created.id, raise_on_error=raise_on_error, reconnect=reconnect)
             return
-        reader = EventReader(raise_on_error=raise_on_error)
-        with self._chunks(self._request(messages, options), reader) as chunks:
-            for chunk in chunks:
-                yield from reader.feed(chunk)
-                if reader.terminal is not None:
-                    return
-        reader.end()
+        yield from self._events(self._request(messages, options), self._reader(raise_on_error))
 
     def stream_raw(
         self,
@@ -176,7 +207,7 @@ class Client(_BaseClient):
         **options: Unpack[StreamOptions],
     ) -> Generator[bytes, None, None]:
         """Yield the event stream's bytes exactly as received, checked like `stream`."""
-        reader = EventReader(raise_on_error=raise_on_error)
+        reader = self._reader(raise_on_error)
         with self._chunks(self._request(messages, options), reader) as chunks:
             for chunk in chunks:
                 yield chunk
@@ -190,9 +221,7 @@ class Client(_BaseClient):
         self, messages: Messages | None = None, **options: Unpack[StreamOptions]
     ) -> StreamCreated:
         """Start a resumable stream (`POST /v1/streams`); read it with `follow`."""
-        with _map_httpx_errors(EventReader()):
-            response = self._http.request(**self._request(messages, options, "/v1/streams"))
-        return parse_json(response, StreamCreated)
+        return self._json(self._request(messages, options, "/v1/streams"), StreamCreated)
 
     def follow(
         self,
@@ -208,40 +237,25 @@ class Client(_BaseClient):
         `Reconnect`; None: never): the caller sees one sequence, nothing lost or repeated.
         An unknown or expired stream raises `RequestRejected` with code `not_found`.
         """
-        reader = EventReader(raise_on_error=raise_on_error, last_event_id=int(last_event_id or 0))
-        attempt = 0
+        reader = self._reader(raise_on_error, last_event_id)
+        resumption = Resumption(reconnect, reader)
         while True:
             try:
-                with self._chunks(
-                    self._follow_request(stream_id, reader.last_event_id), reader
-                ) as chunks:
-                    for chunk in chunks:
-                        for event in reader.feed(chunk):
-                            attempt = 0
-                            yield event
-                        if reader.terminal is not None:
-                            return
-                reader.end()
+                yield from self._events(self._follow_request(stream_id, resumption), reader)
                 return
             except GeminiSSEError as exc:
-                attempt += 1
-                delay = resume_delay(reconnect, attempt, exc, reader.retry_ms)
+                delay = resumption.failed(exc)
                 if delay is None:
                     raise
             time.sleep(delay)
-            reader.reconnected()
 
     def cancel(self, stream_id: str) -> StreamStatus:
         """Cancel a resumable stream; it ends with an `error` event `cancelled`."""
-        with _map_httpx_errors(EventReader()):
-            response = self._http.request(**self._stream_request("DELETE", stream_id))
-        return parse_json(response, StreamStatus)
+        return self._json(self._stream_request("DELETE", stream_id), StreamStatus)
 
     def stream_status(self, stream_id: str) -> StreamStatus:
         """A resumable stream's status, event count and usage."""
-        with _map_httpx_errors(EventReader()):
-            response = self._http.request(**self._stream_request("GET", stream_id))
-        return parse_json(response, StreamStatus)
+        return self._json(self._stream_request("GET", stream_id), StreamStatus)
 
     def stream_text(
         self,
@@ -263,14 +277,27 @@ class Client(_BaseClient):
         with contextlib.closing(self.stream(messages, **options)) as events:
             return completion(list(events))
 
+    def _events(self, request: dict[str, Any], reader: EventReader) -> Iterator[Event]:
+        """One connection's events, up to the terminal one (then the response is closed)."""
+        with self._chunks(request, reader) as chunks:
+            for chunk in chunks:
+                yield from reader.feed(chunk)
+                if reader.terminal is not None:
+                    return
+        reader.end()
+
     @contextlib.contextmanager
     def _chunks(self, request: dict[str, Any], reader: EventReader) -> Iterator[Iterator[bytes]]:
         with _map_httpx_errors(reader), self._http.stream(**request) as response:
-            if not response.is_success:
-                response.read()
-            check_response(response)
+            body = b"" if response.is_success else _read_body(response)
+            check_response(response, body)
             reader.streaming = True
             yield response.iter_bytes()
+
+    def _json(self, request: dict[str, Any], model: type[_M]) -> _M:
+        with _map_httpx_errors(EventReader()), self._http.stream(**request) as response:
+            body = _read_body(response)
+        return parse_json(response, body, model)
 
     def close(self) -> None:
         """Close the connection pool, unless it was passed in."""
@@ -303,9 +330,10 @@ class AsyncClient(_BaseClient):
         api_key: str | None = None,
         connect_timeout: float | None = 5.0,
         read_timeout: float | None = 60.0,
+        max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE,
         http_client: httpx.AsyncClient | None = None,
     ) -> None:
-        super().__init__(base_url, api_key, connect_timeout, read_timeout)
+        super().__init__(base_url, api_key, connect_timeout, read_timeout, max_event_size)
         self._owns_http = http_client is None
         self._http = httpx.AsyncClient() if http_client is None else http_client
 
@@ -321,19 +349,12 @@ class AsyncClient(_BaseClient):
         """Yield the answer's events as they arrive; see `Client.stream`."""
         if resumable:
             created = await self.create_stream(messages, **options)
-            follow = self.follow(created.id, raise_on_error=raise_on_error, reconnect=reconnect)
-            async with contextlib.aclosing(follow) as events:
-                async for event in events:
-                    yield event
-            return
-        reader = EventReader(raise_on_error=raise_on_error)
-        async with self._chunks(self._request(messages, options), reader) as chunks:
-            async for chunk in chunks:
-                for event in reader.feed(chunk):
-                    yield event
-                if reader.terminal is not None:
-                    return
-        reader.end()
+            events = self.follow(created.id, raise_on_error=raise_on_error, reconnect=reconnect)
+        else:
+            events = self._events(self._request(messages, options), self._reader(raise_on_error))
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def stream_raw(
         self,
@@ -343,7 +364,7 @@ class AsyncClient(_BaseClient):
         **options: Unpack[StreamOptions],
     ) -> AsyncGenerator[bytes, None]:
         """Yield the event stream's bytes exactly as received, checked like `stream`."""
-        reader = EventReader(raise_on_error=raise_on_error)
+        reader = self._reader(raise_on_error)
         async with self._chunks(self._request(messages, options), reader) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -357,9 +378,7 @@ class AsyncClient(_BaseClient):
         self, messages: Messages | None = None, **options: Unpack[StreamOptions]
     ) -> StreamCreated:
         """Start a resumable stream (`POST /v1/streams`); read it with `follow`."""
-        with _map_httpx_errors(EventReader()):
-            response = await self._http.request(**self._request(messages, options, "/v1/streams"))
-        return parse_json(response, StreamCreated)
+        return await self._json(self._request(messages, options, "/v1/streams"), StreamCreated)
 
     async def follow(
         self,
@@ -370,39 +389,28 @@ class AsyncClient(_BaseClient):
         reconnect: Reconnect | None = DEFAULT_RECONNECT,
     ) -> AsyncGenerator[Event, None]:
         """Yield a resumable stream's events, resuming dropped connections; see `Client.follow`."""
-        reader = EventReader(raise_on_error=raise_on_error, last_event_id=int(last_event_id or 0))
-        attempt = 0
+        reader = self._reader(raise_on_error, last_event_id)
+        resumption = Resumption(reconnect, reader)
         while True:
+            events = self._events(self._follow_request(stream_id, resumption), reader)
             try:
-                request = self._follow_request(stream_id, reader.last_event_id)
-                async with self._chunks(request, reader) as chunks:
-                    async for chunk in chunks:
-                        for event in reader.feed(chunk):
-                            attempt = 0
-                            yield event
-                        if reader.terminal is not None:
-                            return
-                reader.end()
+                async with contextlib.aclosing(events):
+                    async for event in events:
+                        yield event
                 return
             except GeminiSSEError as exc:
-                attempt += 1
-                delay = resume_delay(reconnect, attempt, exc, reader.retry_ms)
+                delay = resumption.failed(exc)
                 if delay is None:
                     raise
             await anyio.sleep(delay)
-            reader.reconnected()
 
     async def cancel(self, stream_id: str) -> StreamStatus:
         """Cancel a resumable stream; it ends with an `error` event `cancelled`."""
-        with _map_httpx_errors(EventReader()):
-            response = await self._http.request(**self._stream_request("DELETE", stream_id))
-        return parse_json(response, StreamStatus)
+        return await self._json(self._stream_request("DELETE", stream_id), StreamStatus)
 
     async def stream_status(self, stream_id: str) -> StreamStatus:
         """A resumable stream's status, event count and usage."""
-        with _map_httpx_errors(EventReader()):
-            response = await self._http.request(**self._stream_request("GET", stream_id))
-        return parse_json(response, StreamStatus)
+        return await self._json(self._stream_request("GET", stream_id), StreamStatus)
 
     async def stream_text(
         self,
@@ -425,17 +433,34 @@ class AsyncClient(_BaseClient):
         async with contextlib.aclosing(self.stream(messages, **options)) as events:
             return completion([event async for event in events])
 
+    async def _events(
+        self, request: dict[str, Any], reader: EventReader
+    ) -> AsyncGenerator[Event, None]:
+        """One connection's events, up to the terminal one (then the response is closed)."""
+        async with self._chunks(request, reader) as chunks:
+            async for chunk in chunks:
+                for event in reader.feed(chunk):
+                    yield event
+                if reader.terminal is not None:
+                    return
+        reader.end()
+
     @contextlib.asynccontextmanager
     async def _chunks(
         self, request: dict[str, Any], reader: EventReader
     ) -> AsyncIterator[AsyncIterator[bytes]]:
         with _map_httpx_errors(reader):
             async with self._http.stream(**request) as response:
-                if not response.is_success:
-                    await response.aread()
-                check_response(response)
+                body = b"" if response.is_success else await _aread_body(response)
+                check_response(response, body)
                 reader.streaming = True
                 yield response.aiter_bytes()
+
+    async def _json(self, request: dict[str, Any], model: type[_M]) -> _M:
+        with _map_httpx_errors(EventReader()):
+            async with self._http.stream(**request) as response:
+                body = await _aread_body(response)
+        return parse_json(response, body, model)
 
     async def aclose(self) -> None:
         """Close the connection pool, unless it was passed in."""

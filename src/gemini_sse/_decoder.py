@@ -11,14 +11,31 @@ Where this module leaves the spec, it says so where it happens:
 - After `close()` the decoder is ready for the next stream, and seeds that stream's last
   event ID buffer with `last_event_id`, as browsers do on reconnection.
 - A `retry` value too long for Python's int parser (over 4300 digits) is ignored.
+- The spec sets no size limit; we do, as h11 bounds an incomplete HTTP event: a line, or
+  the `data` lines of one event, longer than `max_event_size` characters raise
+  `EventTooLargeError`, so that a stream that never ends a line (or an event) cannot
+  take all memory. Sizes count characters, which for the gateway's ASCII-only JSON are
+  bytes; the check costs a few integer operations per chunk and per `data` line.
 """
 
 from __future__ import annotations
 
 import codecs
+import sys
 from dataclasses import dataclass
+from typing import NoReturn
 
-__all__ = ["SSEDecoder", "ServerSentEvent", "decode"]
+from ._exceptions import EventTooLargeError
+
+__all__ = ["DEFAULT_MAX_EVENT_SIZE", "SSEDecoder", "ServerSentEvent", "decode"]
+
+#: The longest line, and the most `data` of one event, a decoder holds by default. A
+#: token event carries one model chunk, a few dozen characters; `done` and `error` are
+#: smaller still. The largest event a gateway can send is a whole answer in one chunk
+#: (a model that does not stream): 65,536 output tokens (Gemini 2.5's most) of non-ASCII
+#: text, each character JSON-escaped to 6 bytes, is at most about 1.5 MB. 4 MiB leaves
+#: room to spare and still bounds what a broken or hostile stream can make us hold.
+DEFAULT_MAX_EVENT_SIZE = 4 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,9 +60,16 @@ class SSEDecoder:
 
     `last_event_id` and `retry` are the event source's state: they persist across
     events, and across streams when one decoder reads every reconnection.
+
+    A line longer than `max_event_size` characters, or an event whose `data` lines (as
+    received, field name included) add up to more, raises `EventTooLargeError` wherever
+    the chunks split; None turns the limit off. Events completed earlier in the same
+    chunk are lost with the stream, and the decoder drops what it held.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE) -> None:
+        # Compared on the hot path: an int, never None.
+        self._limit = sys.maxsize if max_event_size is None else max_event_size
         self.last_event_id = ""
         self.retry: int | None = None
         self._start_stream()
@@ -53,10 +77,12 @@ class SSEDecoder:
     def _start_stream(self) -> None:
         self._utf8 = _utf8_decoder()
         self._pending: list[str] = []  # pieces of a line whose end has not arrived
+        self._pending_size = 0
         self._after_cr = False  # the last text seen ended in CR: a leading LF is its CRLF
         # [spec] "a data buffer, an event type buffer, and a last event ID buffer";
         # the data buffer is kept as its lines, so "empty" means no `data` field seen.
         self._data: list[str] = []
+        self._data_size = 0
         self._event = ""
         self._block_retry: int | None = None
         self._id_buffer = self.last_event_id
@@ -79,16 +105,27 @@ class SSEDecoder:
             self._after_cr = text[-1] == "\r"
             text = text.replace("\r\n", "\n").replace("\r", "\n")
         lines = text.split("\n")
+        # Only a chunk longer than the limit can hold a whole line that is; the usual
+        # chunk (a few KiB) skips the scan.
+        if len(text) > self._limit and max(map(len, lines)) > self._limit:
+            self._too_large("A line of the event stream")
         if len(lines) == 1:
             self._pending.append(text)
+            self._pending_size += len(text)
+            if self._pending_size > self._limit:
+                self._too_large("A line of the event stream")
             return []
         if self._pending:
             self._pending.append(lines[0])
             lines[0] = "".join(self._pending)
             self._pending = []
+            self._pending_size = 0
+            if len(lines[0]) > self._limit:
+                self._too_large("A line of the event stream")
         tail = lines.pop()
         if tail:
             self._pending.append(tail)
+            self._pending_size = len(tail)
         return self._process(lines)
 
     def close(self) -> list[ServerSentEvent]:
@@ -101,9 +138,18 @@ class SSEDecoder:
         self._start_stream()
         return []
 
+    def _too_large(self, what: str) -> NoReturn:
+        # The stream cannot go on past a cut line or event: drop what it made us hold.
+        self._start_stream()
+        raise EventTooLargeError(
+            f"{what} is longer than max_event_size ({self._limit:,} characters)."
+        )
+
     def _process(self, lines: list[str]) -> list[ServerSentEvent]:
         events: list[ServerSentEvent] = []
         data = self._data
+        size = self._data_size
+        limit = self._limit
         for line in lines:
             if not line:
                 # [spec] Empty line: dispatch. The last event ID is set even if the
@@ -118,6 +164,7 @@ class SSEDecoder:
                     )
                     events.append(event)
                     data = self._data = []
+                    size = 0
                 self._event = ""
                 self._block_retry = None
                 continue
@@ -129,6 +176,9 @@ class SSEDecoder:
                 value = value[1:]
             if name == "data":
                 data.append(value)
+                size += len(line)
+                if size > limit:
+                    self._too_large("The data of one event")
             elif name == "event":
                 self._event = value
             elif name == "id":
@@ -143,10 +193,13 @@ class SSEDecoder:
                     except ValueError:
                         pass  # over Python's 4300-digit int limit: see module docstring
             # [spec] Comments (empty name) and any other field are ignored.
+        self._data_size = size
         return events
 
 
-def decode(data: bytes) -> list[ServerSentEvent]:
+def decode(
+    data: bytes, *, max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE
+) -> list[ServerSentEvent]:
     """Decode a complete event stream held in memory."""
-    decoder = SSEDecoder()
+    decoder = SSEDecoder(max_event_size=max_event_size)
     return decoder.feed(data) + decoder.close()

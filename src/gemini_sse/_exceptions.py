@@ -11,13 +11,21 @@
     │       └── ReadTimeout
     └── ProtocolError             the gateway's stream broke the protocol
         ├── IncompleteStreamError the stream ended without `done` or `error`
-        └── EventSequenceError    an event id was skipped or repeated
+        ├── EventSequenceError    an event id was skipped or repeated
+        └── EventTooLargeError    a line or an event outgrew the client's `max_event_size`
+
+Every error speaks the gateway's vocabulary: a stable `code`, a human `message` and
+`retryable`. A `GatewayError` takes them from the gateway's `ErrorInfo`; the errors the
+client finds by itself carry fixed ones, their class name in snake case (`read_timeout`),
+as `gemini-sse ask` prints them.
 
 Foreign errors (httpx, google, langchain) are translated where they enter our code and
 re-raised as one of these with `raise ... from exc`.
 """
 
 from __future__ import annotations
+
+from typing import ClassVar
 
 from ._models import ErrorCode, ErrorInfo, Usage
 
@@ -83,38 +91,65 @@ class StreamError(GatewayError):
 class TransportError(GeminiSSEError):
     """The connection to the gateway failed; `partial_text` is what arrived before."""
 
+    code: ClassVar[str] = "transport_error"
+    retryable: ClassVar[bool] = True  # the next connection may well work
+
     def __init__(self, message: str, partial_text: str = "") -> None:
         super().__init__(message)
+        self.message = message
         self.partial_text = partial_text
 
 
 class ConnectError(TransportError):
     """The gateway could not be reached."""
 
+    code = "connect_error"
+
 
 class TimeoutError(TransportError):
     """Connecting to or reading from the gateway took too long."""
+
+    code = "timeout_error"
 
 
 class ConnectTimeout(TimeoutError):
     """The connection was not established in time."""
 
+    code = "connect_timeout"
+
 
 class ReadTimeout(TimeoutError):
     """No bytes arrived from the gateway in time."""
 
+    code = "read_timeout"
+
 
 class ProtocolError(GeminiSSEError):
-    """The stream broke the gateway's event protocol."""
+    """The stream broke the gateway's event protocol; `partial_text` is what arrived before."""
+
+    code: ClassVar[str] = "protocol_error"
+    retryable: ClassVar[bool] = False  # the same gateway would break it the same way
+
+    def __init__(self, message: str, partial_text: str = "") -> None:
+        super().__init__(message)
+        self.message = message
+        self.partial_text = partial_text
 
 
 class IncompleteStreamError(ProtocolError):
     """The stream ended without a `done` or `error` event."""
 
-    def __init__(self, message: str, partial_text: str = "") -> None:
-        super().__init__(message)
-        self.partial_text = partial_text
+    code = "incomplete_stream_error"
+    retryable = True  # a cut connection, most often: a resumable stream resumes
 
 
 class EventSequenceError(ProtocolError):
     """An event id was skipped or repeated."""
+
+    code = "event_sequence_error"
+
+
+class EventTooLargeError(ProtocolError):
+    """A line, or an event's data, is longer than the client's `max_event_size`."""
+
+    code = "event_too_large_error"

@@ -2,8 +2,8 @@
 
 `Client` and `AsyncClient` differ only in how they move bytes; what the bytes mean is
 decided here, once: the request body (`request_body`), an HTTP answer that is not a
-stream (`check_response`), and the stream itself (`EventReader`: bytes in; typed,
-id-checked events out).
+stream (`check_response`, `parse_json`), the stream itself (`EventReader`: bytes in;
+typed, id-checked events out), and when a resumable stream reconnects (`Resumption`).
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ from typing import Any, TypedDict, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from ._decoder import ServerSentEvent, SSEDecoder
+from ._decoder import DEFAULT_MAX_EVENT_SIZE, ServerSentEvent, SSEDecoder
 from ._exceptions import (
     EventSequenceError,
+    EventTooLargeError,
+    GeminiSSEError,
     IncompleteStreamError,
     ProtocolError,
     RequestRejected,
@@ -43,6 +45,11 @@ from ._models import (
 )
 
 _M = TypeVar("_M", bound=BaseModel)
+
+#: The most of a body that is not an event stream (an error, a JSON answer) the client
+#: reads. The gateway's are a few hundred bytes; a proxy's error page may be longer, and
+#: its start says what it is. The I/O side stops reading once it holds more than this.
+MAX_BODY_SIZE = 64 * 1024
 
 #: A conversation: one user message as a str, or turns as `ChatMessage`s or dicts.
 Messages = str | Sequence[ChatMessage | Mapping[str, Any]]
@@ -97,25 +104,27 @@ def request_body(messages: Messages | None, options: StreamOptions) -> dict[str,
     return body
 
 
-def check_response(response: httpx.Response) -> None:
-    """Raise unless `response` opens an event stream (an error body must be read first)."""
+def check_response(response: httpx.Response, body: bytes) -> None:
+    """Raise unless `response` opens an event stream; `body` is an error's body, as read."""
     if response.status_code == 204:
         # The gateway's word to EventSource that a resumable stream is unknown or expired.
         info = ErrorInfo(code=ErrorCode.NOT_FOUND, message="The stream is unknown or expired.")
         raise RequestRejected(info, 204)
     if not response.is_success:
-        raise _rejection(response)
+        raise _rejection(response, body)
     content_type = response.headers.get("content-type", "")
     if not content_type.startswith("text/event-stream"):
         raise ProtocolError(f"Expected an event stream, got {content_type or 'no content type'}.")
 
 
-def parse_json(response: httpx.Response, model: type[_M]) -> _M:
-    """The JSON answer of a non-streaming call, or the gateway's rejection raised."""
+def parse_json(response: httpx.Response, body: bytes, model: type[_M]) -> _M:
+    """The JSON answer (`body`, as read) of a non-streaming call, or the rejection raised."""
     if not response.is_success:
-        raise _rejection(response)
+        raise _rejection(response, body)
+    if len(body) > MAX_BODY_SIZE:
+        raise ProtocolError(f"The gateway's answer is longer than {MAX_BODY_SIZE:,} bytes.")
     try:
-        return model.model_validate_json(response.content)
+        return model.model_validate_json(body)
     except ValidationError as exc:
         raise ProtocolError(f"The gateway's answer is not a valid {model.__name__}.") from exc
 
@@ -131,16 +140,19 @@ _CODE_BY_STATUS = {
 }
 
 
-def _rejection(response: httpx.Response) -> RequestRejected:
+def _rejection(response: httpx.Response, body: bytes) -> RequestRejected:
     status = response.status_code
-    try:
-        info = ErrorBody.model_validate_json(response.content).error
-    except ValidationError:
+    truncated = len(body) > MAX_BODY_SIZE  # never the gateway's JSON, which is short
+    info = None if truncated else _gateway_error(body)
+    if info is None:
         fallback = ErrorCode.INVALID_REQUEST if status < 500 else ErrorCode.INTERNAL
-        snippet = " ".join(response.text[:200].split())
+        snippet = " ".join(_text(response, body[:MAX_BODY_SIZE])[:200].split())
+        message = f"HTTP {status} {response.reason_phrase}" + (f": {snippet}" if snippet else "")
+        if truncated:
+            message += f" (the body is longer than {MAX_BODY_SIZE:,} bytes; the rest was not read)"
         info = ErrorInfo(
             code=_CODE_BY_STATUS.get(status, fallback),
-            message=f"HTTP {status} {response.reason_phrase}" + (f": {snippet}" if snippet else ""),
+            message=message,
             retryable=status in (429, 502, 503, 504),
         )
     if info.retry_after is None:
@@ -148,6 +160,22 @@ def _rejection(response: httpx.Response) -> RequestRejected:
         if retry_after is not None:
             info = info.model_copy(update={"retry_after": retry_after})
     return RequestRejected(info, status)
+
+
+def _gateway_error(body: bytes) -> ErrorInfo | None:
+    """The gateway's JSON error in `body`; None for anything else (a proxy's page, say)."""
+    try:
+        return ErrorBody.model_validate_json(body).error
+    except ValidationError:
+        return None
+
+
+def _text(response: httpx.Response, body: bytes) -> str:
+    """`body` decoded as its `Content-Type` says, UTF-8 if it names no known charset."""
+    try:
+        return body.decode(response.charset_encoding or "utf-8", errors="replace")
+    except LookupError:
+        return body.decode("utf-8", errors="replace")
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -169,14 +197,21 @@ class EventReader:
     It holds the gateway to its promises: ids 1, 2, 3... with no gap or repeat, and a
     `done` or `error` event last. Unknown event types (a newer gateway's) are skipped
     once their id is checked; comments such as `: ping` never get here (the decoder
-    drops them).
+    drops them). A line or an event longer than `max_event_size` raises
+    `EventTooLargeError` (see `SSEDecoder`).
     """
 
-    def __init__(self, *, raise_on_error: bool = True, last_event_id: int = 0) -> None:
+    def __init__(
+        self,
+        *,
+        raise_on_error: bool = True,
+        last_event_id: int = 0,
+        max_event_size: int | None = DEFAULT_MAX_EVENT_SIZE,
+    ) -> None:
         self.raise_on_error = raise_on_error
         self.streaming = False  # set by the I/O side once the event stream is open
         self.terminal: DoneEvent | ErrorEvent | None = None
-        self._decoder = SSEDecoder()
+        self._decoder = SSEDecoder(max_event_size=max_event_size)
         self._next_id = last_event_id + 1
         self._text: list[str] = []
 
@@ -205,7 +240,12 @@ class EventReader:
 
         A generator, so that the events before a failure reach the caller before it raises.
         """
-        for sse in self._decoder.feed(chunk):
+        try:
+            decoded = self._decoder.feed(chunk)
+        except EventTooLargeError as exc:
+            exc.partial_text = self.partial_text  # the decoder never sees the text
+            raise
+        for sse in decoded:
             if self.terminal is not None:
                 return
             event = self._parse(sse)
@@ -267,18 +307,41 @@ class Reconnect:
         return float(random.uniform(0.5, 1.0) * min(self.max_delay, base * 2 ** (attempt - 1)))
 
 
-def resume_delay(
-    reconnect: Reconnect | None, attempt: int, exc: BaseException, retry_ms: int | None
-) -> float | None:
-    """Seconds to wait before reconnecting after `exc`, the `attempt`-th failure in a row;
-    None to give up: reconnecting is off, used up, or cannot help."""
-    if reconnect is None or attempt > reconnect.max_attempts:
-        return None
-    # It can help when the connection broke, or when the gateway said to retry.
-    broken = isinstance(exc, TransportError | IncompleteStreamError)
-    if not broken and not (isinstance(exc, RequestRejected) and exc.retryable):
-        return None
-    return reconnect.delay(attempt, retry_ms)
+class Resumption:
+    """When and how a resumable stream reconnects: the policy, without the I/O.
+
+    The client reads each connection into `reader`, sends `headers()` with the next
+    request, and when a connection fails asks `failed(exc)` how long to wait; it only
+    sleeps and connects. Reconnecting can help when the connection broke, or when the
+    gateway refused with a retryable error (503); an `error` event, a protocol error or
+    an unknown stream end it. The waits follow `reconnect` and the gateway's `retry:`.
+    """
+
+    def __init__(self, reconnect: Reconnect | None, reader: EventReader) -> None:
+        self.reconnect = reconnect
+        self.reader = reader
+        self.attempt = 0  # connections failed in a row
+        self._connected_at = reader.last_event_id  # where the current connection began
+
+    def headers(self) -> dict[str, str]:
+        """The next request's `Last-Event-ID`: the gateway sends only the events after it."""
+        last = self.reader.last_event_id
+        return {"Last-Event-ID": str(last)} if last else {}
+
+    def failed(self, exc: GeminiSSEError) -> float | None:
+        """Seconds to wait before connecting again after `exc`; None to give up and raise."""
+        if self.reader.last_event_id != self._connected_at:
+            self.attempt = 0  # this connection delivered events: it was not a failure in a row
+        self.attempt += 1
+        reconnect = self.reconnect
+        if reconnect is None or self.attempt > reconnect.max_attempts:
+            return None
+        broken = isinstance(exc, TransportError | IncompleteStreamError)
+        if not broken and not (isinstance(exc, RequestRejected) and exc.retryable):
+            return None
+        self.reader.reconnected()
+        self._connected_at = self.reader.last_event_id
+        return reconnect.delay(self.attempt, self.reader.retry_ms)
 
 
 DEFAULT_RECONNECT = Reconnect()
