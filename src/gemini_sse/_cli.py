@@ -20,7 +20,8 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    overrides = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    given = (("host", args.host), ("port", args.port), ("workers", args.workers))
+    overrides = {k: v for k, v in given if v is not None}
     serve(Settings(**overrides))
     return 0
 
@@ -37,6 +38,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the gateway (settings from GEMINI_SSE_*)")
     serve.add_argument("--host", help="address to listen on (GEMINI_SSE_HOST)")
     serve.add_argument("--port", type=int, help="port to listen on (GEMINI_SSE_PORT)")
+    serve.add_argument(
+        "--workers", type=int, help="processes serving the port (GEMINI_SSE_WORKERS)"
+    )
     serve.set_defaults(run=_serve)
     ask = commands.add_parser(
         "ask",

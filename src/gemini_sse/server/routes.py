@@ -7,6 +7,7 @@ all routes share lives in `dependencies.py` (gateway, caller, request id), `erro
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from typing import Annotated
 
@@ -128,6 +129,8 @@ async def healthz(gateway: GatewayDep) -> dict[str, object]:
         "provider": gateway.provider.name,
         "model": gateway.settings.model,
         "streams": len(gateway.live),
+        # Which process answered: one of several with GEMINI_SSE_WORKERS.
+        "pid": os.getpid(),
     }
 
 

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import resource
-import socket
+import signal
+import threading
+from collections.abc import AsyncIterator, Callable
 from types import FrameType
+from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from uvicorn.config import HTTPProtocolType, LoopFactoryType
+from uvicorn.supervisors import Multiprocess
 
 from .app import create_app
 from .gateway import Gateway
@@ -54,10 +60,41 @@ def serve(
     asyncio + h11 by default, not uvicorn's "auto" (uvloop + httptools when installed):
     measured in docs/benchmarks.md ("Optimisations made", 3): uvloop costs less CPU per
     token, but once saturated new streams waited 4-8 s (p99) for their first token.
+
+    With `settings.workers` above 1, uvicorn's supervisor runs that many processes on one
+    listening socket, each a whole gateway built from the environment (`worker_app`).
     """
     configure_logging(settings)
-    app = create_app(settings)
-    config = uvicorn.Config(
+    if settings.workers > 1:
+        if not settings.redis_url:
+            raise SystemExit(
+                "GEMINI_SSE_WORKERS > 1 needs GEMINI_SSE_REDIS_URL: a resumable stream and a "
+                "caller's limits must be shared by the processes (any of them may get the "
+                "next request)."
+            )
+        config = _config("gemini_sse.server.serve:worker_app", settings, loop, http)
+        config.factory = True
+        config.workers = settings.workers
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        return
+    server = uvicorn.Server(_config(_serving_app(settings), settings, loop, http))
+    prepare_process()
+    server.run()
+
+
+def worker_app() -> FastAPI:
+    """One worker's gateway (uvicorn calls this in each process it starts)."""
+    settings = Settings()
+    configure_logging(settings)
+    app = _serving_app(settings)
+    prepare_process()
+    return app
+
+
+def _config(
+    app: FastAPI | str, settings: Settings, loop: LoopFactoryType, http: HTTPProtocolType
+) -> uvicorn.Config:
+    return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
@@ -72,29 +109,42 @@ def serve(
         # SSE is never compressed, and no proxy headers are trusted by default.
         proxy_headers=False,
     )
-    server = _Server(config, app.state.gateway)
-    prepare_process()
-    server.run()
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, telling the gateway the moment it is asked to exit.
+def _serving_app(settings: Settings) -> FastAPI:
+    """The gateway, told the moment its server is asked to exit.
 
     Without this, only sse-starlette would notice (and only while one of its responses is
     open): a request still waiting for its first token, or a detached stream, would sit
-    out uvicorn's graceful timeout and be cut without a word.
+    out uvicorn's graceful timeout and be cut without a word. uvicorn sets its signal
+    handlers before the app starts; the app's start chains the drain onto them.
     """
+    app = create_app(settings)
+    gateway: Gateway = app.state.gateway
+    inner = app.router.lifespan_context
 
-    def __init__(self, config: uvicorn.Config, gateway: Gateway) -> None:
-        super().__init__(config)
-        self._gateway = gateway
-        self._loop: asyncio.AbstractEventLoop | None = None
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[Any]:
+        _chain_exit_signals(asyncio.get_running_loop(), gateway)
+        async with inner(app) as state:
+            yield state
 
-    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
-        self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+    app.router.lifespan_context = lifespan
+    return app
 
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        super().handle_exit(sig, frame)
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(self._gateway.begin_shutdown)
+
+def _chain_exit_signals(loop: asyncio.AbstractEventLoop, gateway: Gateway) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return  # signals reach only the main thread's handlers (an embedded server)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def handler(
+            signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous
+        ) -> None:
+            previous(signum, frame)
+            loop.call_soon_threadsafe(gateway.begin_shutdown)
+
+        signal.signal(sig, handler)

@@ -43,6 +43,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
     log_level: str = "info"
+    # Processes serving one port (uvicorn's supervisor); above 1 needs `redis_url`.
+    workers: int = Field(default=1, ge=1, le=64)
 
     # --- which model ----------------------------------------------------------------------
     provider: ProviderName = "auto"
