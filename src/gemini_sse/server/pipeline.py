@@ -63,8 +63,10 @@ _FALLBACK_CODES = frozenset(
         ErrorCode.TIMEOUT,
     }
 )
-# Longest a generation runs without letting other tasks in (see `events`).
-_MAX_BUSY_S = 0.005
+# Most chunks a generation handles without letting other tasks run (see `events`): a
+# few milliseconds of work. Counting is cheaper than reading a clock, and a wall-clock
+# rule would also fire after every real wait, since other streams ran meanwhile.
+_YIELD_EVERY = 64
 # Provider finish reasons to the few values clients see in `done`.
 _FINISH = {"stop": "stop", "max_tokens": "length", "length": "length", "end_turn": "stop"}
 
@@ -163,6 +165,7 @@ class Generation:
         finish_reason: str | None = None
         attempt = 0
         attempt_started = started  # a fallback target gets a first-token window of its own
+        unyielded = 0  # chunks handled since this generation last let the loop run
         try:
             while True:
                 retry_in: float | None = None
@@ -172,7 +175,6 @@ class Generation:
                 # Retries happen only before the first text, so the first-token clock holds.
                 deadline = min(attempt_started + self.timeouts.first_token, total_deadline)
                 self._clock = clock = Deadline(loop)
-                busy_until = loop.time() + _MAX_BUSY_S
                 try:
                     while self._interrupt is None:
                         # The clock runs only while we wait for upstream, not while the
@@ -204,15 +206,14 @@ class Generation:
                             if self.separators:
                                 yield SeparatorEvent(index=self.chunks)
                             self.chunks += 1
-                        now = loop.time()
-                        if now >= busy_until:
+                        unyielded += 1
+                        if unyielded == _YIELD_EVERY:
                             # A provider with chunks ready (and a client that reads fast)
                             # never suspends; give the loop a turn so that no stream starves
                             # the others, health checks or the disconnect listener.
+                            unyielded = 0
                             await asyncio.sleep(0)
-                            now = loop.time()
-                            busy_until = now + _MAX_BUSY_S
-                        deadline = min(now + self.timeouts.idle, total_deadline)
+                        deadline = min(loop.time() + self.timeouts.idle, total_deadline)
                 except TimeoutError:
                     if self._interrupt is None:
                         info = self._timeout_info(loop.time() >= total_deadline)

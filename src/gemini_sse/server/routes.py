@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
 from sse_starlette import EventSourceResponse
 
-from .._models import ErrorBody, Fault, SimulationOptions, StreamRequest
+from .._models import ErrorBody, Fault, SimulationOptions, StreamRequest, TokenEvent
 from .auth import secret_matches, unauthorized
 from .dependencies import CallerDep, GatewayDep, request_id_of
 from .encoding import encode_sse, retry_hint
@@ -49,13 +49,24 @@ _SSE_RESPONSE: dict[int | str, dict[str, object]] = {
 
 
 async def typed_events(gateway: Gateway, generation: Generation) -> AsyncIterator[bytes]:
-    """A generation's events in our typed SSE, numbered from 1."""
+    """A generation's events in our typed SSE, numbered from 1.
+
+    A chunk's `token` and the `separator` after it go out in one write: the pipeline
+    yields them back to back, and a send costs more than the bytes it carries.
+    """
     retry_ms = gateway.settings.retry_hint_ms
+    held = b""  # a token's bytes, waiting for its separator
     async with gateway.running(generation) as events:
         event_id = 0
         async for event in events:
             event_id += 1
-            yield encode_sse(event_id, event, retry_ms=retry_hint(event, retry_ms))
+            data = encode_sse(event_id, event, retry_ms=retry_hint(event, retry_ms))
+            if generation.separators and type(event) is TokenEvent:
+                held = data
+                continue
+            if held:
+                data, held = held + data, b""
+            yield data
 
 
 @router.post(
