@@ -76,6 +76,10 @@ class Usage(_Model):
     input_tokens: int = 0
     output_tokens: int = 0
     total_tokens: int = 0
+    #: Of `input_tokens`, those read from the provider's cache; absent when none were.
+    cached_tokens: int | None = None
+    #: Of `output_tokens`, those spent thinking; absent when none were.
+    reasoning_tokens: int | None = None
 
 
 class ErrorInfo(_Model):

@@ -28,6 +28,7 @@ from .sse import DroppedResponseFilter
 from .store import StreamStore, create_store
 from .store.memory import MemoryStore
 from .streams import router as streams_router
+from .telemetry import Telemetry
 from .web import router as web_router
 
 
@@ -105,8 +106,13 @@ async def _sweep(store: StreamStore, ttl_s: float) -> None:
 _DROPPED_RESPONSES = DroppedResponseFilter()
 
 
-def create_app(settings: Settings | None = None, *, provider: Provider | None = None) -> FastAPI:
-    """Build the gateway. `provider` overrides the one the settings name (tests)."""
+def create_app(
+    settings: Settings | None = None,
+    *,
+    provider: Provider | None = None,
+    telemetry: Telemetry | None = None,
+) -> FastAPI:
+    """Build the gateway. `provider` and `telemetry` override what the settings name (tests)."""
     settings = settings or Settings()
     # One shared, stateless filter: adding it again for another app is a no-op.
     logging.getLogger("uvicorn.error").addFilter(_DROPPED_RESPONSES)
@@ -115,6 +121,7 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
         provider or create_provider(settings),
         create_store(settings),
         fallbacks=create_fallbacks(settings),
+        telemetry=telemetry or Telemetry.from_settings(settings),
     )
 
     @contextlib.asynccontextmanager
@@ -139,6 +146,8 @@ def create_app(settings: Settings | None = None, *, provider: Provider | None = 
                 await fallback.provider.aclose()
             await gateway.store.aclose()
             await gateway.limiter.aclose()
+            if gateway.telemetry is not None:  # exports what is pending: off the loop
+                await asyncio.to_thread(gateway.telemetry.shutdown)
 
     app = FastAPI(
         title="gemini-sse",

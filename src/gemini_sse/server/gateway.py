@@ -24,6 +24,7 @@ from collections.abc import (
     Coroutine,
     Iterator,
     KeysView,
+    Mapping,
     Sequence,
 )
 from dataclasses import dataclass
@@ -40,6 +41,7 @@ from .providers import Fallback, ModelRequest, Provider
 from .ratelimit import Limiter, Slot
 from .settings import Settings
 from .store import StreamStore
+from .telemetry import GenerationTrace, Telemetry
 
 logger = logging.getLogger("gemini_sse.gateway")
 
@@ -54,6 +56,7 @@ class Run:
     stream_id: str | None = None
     slot: Slot | None = None
     answer: list[str] | None = None  # kept only when content is logged
+    trace: GenerationTrace | None = None  # with OpenTelemetry on
 
     def token(self, text: str) -> None:
         """A token is on its way to the client (called once per `token` event)."""
@@ -71,8 +74,10 @@ class Gateway:
         provider: Provider,
         store: StreamStore,
         fallbacks: Sequence[Fallback] = (),
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.settings = settings
+        self.telemetry = telemetry
         self.provider = provider
         self.fallbacks = fallbacks
         self.store = store
@@ -175,11 +180,13 @@ class Gateway:
         separators: bool | None,
         request_id: str | None,
         stream_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Generation:
         """Start one generation for `caller` if the gateway and the caller have room.
 
         Raises 503 `overloaded` / `shutting_down`, or 429 `too_many_requests` when the
         caller has used its tokens for the minute or runs as many streams as allowed.
+        `headers` (the request's) carry the caller's trace context to the telemetry.
         """
         self._check_capacity()
         slot = None
@@ -188,7 +195,7 @@ class Gateway:
                 await self.limiter.check_tokens(caller)
                 slot = await self.limiter.acquire_stream(caller)
         try:
-            return self._launch(request, separators, request_id, caller, slot, stream_id)
+            return self._launch(request, separators, request_id, caller, slot, stream_id, headers)
         except RequestRejected:  # the gateway filled up while we asked Redis
             if slot is not None and caller is not None:
                 self.spawn(self.limiter.settle(caller, slot, 0))
@@ -222,6 +229,7 @@ class Gateway:
         caller: Caller | None,
         slot: Slot | None,
         stream_id: str | None,
+        headers: Mapping[str, str] | None,
     ) -> Generation:
         self._check_capacity()
         generation = Generation(
@@ -241,6 +249,14 @@ class Gateway:
             slot=slot,
             answer=[] if self.settings.log_content else None,
         )
+        if self.telemetry is not None:
+            run.trace = self.telemetry.start(
+                request,
+                provider=self.provider.name,
+                request_id=request_id,
+                stream_id=stream_id,
+                headers=headers,
+            )
         generation.on_token = run.token
         self.metrics.stream_started(request.model, self.provider.name)
         return generation
@@ -294,6 +310,8 @@ class Gateway:
             output_tokens=output_tokens,
             gaps=run.gaps,
         )
+        if run.trace is not None:
+            run.trace.end(generation, outcome=outcome, duration_s=duration_s)
         for _source, target, reason in generation.moves:
             self.metrics.fell_back(model, self.provider.name, target=target, reason=reason)
         if run.caller is not None and self.limiter.enabled and (run.slot or output_tokens):

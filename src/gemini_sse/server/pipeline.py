@@ -122,7 +122,9 @@ class Generation:
         # Told of each piece of text as it is yielded (the gateway's bookkeeping).
         self.on_token: Callable[[str], None] | None = None
         # Usage so far as plain ints (a pydantic `Usage` per chunk cost ~0.8 us): `usage`.
-        self._usage: list[int] | None = None  # input, output, total tokens
+        # input, output, total, cached input, reasoning output tokens
+        self._usage: list[int] | None = None
+        self.finish_reason: str | None = None  # as in `done`, once the model said it
         self._interrupt: ErrorInfo | None = None
         self._clock: Deadline | None = None
         self._woken = asyncio.Event()  # set by `interrupt`: ends a retry's wait early
@@ -132,9 +134,13 @@ class Generation:
         """Token counts reported so far; None until a chunk reported any."""
         if self._usage is None:
             return None
-        input_tokens, output_tokens, total_tokens = self._usage
+        input_tokens, output_tokens, total_tokens, cached, reasoning = self._usage
         return Usage(
-            input_tokens=input_tokens, output_tokens=output_tokens, total_tokens=total_tokens
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            total_tokens=total_tokens,
+            cached_tokens=cached or None,
+            reasoning_tokens=reasoning or None,
         )
 
     def interrupt(self, info: ErrorInfo) -> None:
@@ -287,11 +293,16 @@ class Generation:
     def _add_usage(self, usage: UsageMetadata) -> None:
         # Chunks carry their share of the usage (LangChain adds chunks up the same way).
         if self._usage is None:
-            self._usage = [0, 0, 0]
+            self._usage = [0, 0, 0, 0, 0]
         counts = self._usage
         counts[0] += usage.get("input_tokens", 0)
         counts[1] += usage.get("output_tokens", 0)
         counts[2] += usage.get("total_tokens", 0)
+        # Details come with few chunks (usually the last): two lookups for the rest.
+        if inputs := usage.get("input_token_details"):
+            counts[3] += inputs.get("cache_read", 0) or 0
+        if outputs := usage.get("output_token_details"):
+            counts[4] += outputs.get("reasoning", 0) or 0
 
     def _timeout_info(self, total_exceeded: bool) -> ErrorInfo:
         if total_exceeded:
@@ -327,8 +338,9 @@ class Generation:
                 why = "The model returned no text; the prompt may have been blocked."
             return self._error(ErrorInfo(code=ErrorCode.CONTENT_BLOCKED, message=why))
         self.outcome = "done"
+        self.finish_reason = _FINISH.get(reason, reason or "stop")
         return DoneEvent(
-            finish_reason=_FINISH.get(reason, reason or "stop"),
+            finish_reason=self.finish_reason,
             usage=self.usage,
             model=self._upstream[1].model,
             chunks=self.chunks,

@@ -81,7 +81,11 @@ async def post_stream(
     request_id = request_id_of(request)
     model_request = gateway.model_request(body)
     generation = await gateway.admit(
-        model_request, caller=caller, separators=body.separators, request_id=request_id
+        model_request,
+        caller=caller,
+        separators=body.separators,
+        request_id=request_id,
+        headers=request.headers,
     )
     return event_stream(
         gateway,

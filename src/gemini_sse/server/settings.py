@@ -139,6 +139,13 @@ class Settings(BaseSettings):
     upstream_retries: int = Field(default=2, ge=0)
     upstream_retry_budget_s: float = Field(default=10.0, ge=0)
 
+    # --- telemetry ------------------------------------------------------------------------
+    # OpenTelemetry spans and metrics per generation (docs/operations.md). `on`: exported
+    # by the gateway's own SDK pipeline, set up by the standard OTEL_* variables (needs the
+    # `otel` extra); `global`: through the process's global providers
+    # (`opentelemetry-instrument`, or an application that embeds the gateway).
+    otel: Literal["off", "on", "global"] = "off"
+
     @field_validator("models", "fallback", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:

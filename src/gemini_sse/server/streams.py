@@ -222,6 +222,7 @@ async def create_stream(
         separators=body.separators,
         request_id=request_id_of(request),
         stream_id=stream_id,
+        headers=request.headers,
     )
     now = time.time()
     info = StreamInfo(

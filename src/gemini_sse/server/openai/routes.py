@@ -267,7 +267,11 @@ async def create_chat_completion(
         return openai_error_response(info, 400, "messages")
     model_request = gateway.model_request(native)
     generation = await gateway.admit(
-        model_request, caller=caller, separators=False, request_id=request_id_of(request)
+        model_request,
+        caller=caller,
+        separators=False,
+        request_id=request_id_of(request),
+        headers=request.headers,
     )
     stream = bool(body.stream)
     include_usage = stream and bool(body.stream_options and body.stream_options.include_usage)
