@@ -168,8 +168,23 @@ def test_chunk_encoder_escapes_line_separators_and_names_the_role_once() -> None
         "prompt_tokens": 1,
         "completion_tokens": 2,
         "total_tokens": 3,
+        "prompt_tokens_details": {"cached_tokens": 0},
+        "completion_tokens_details": {"reasoning_tokens": 0},
     }
     assert end == "data: [DONE]"
+
+
+def test_cached_and_reasoning_tokens_take_openais_names() -> None:
+    """`cached_tokens` and `reasoning_tokens` become OpenAI's usage details."""
+    encoder = ChunkEncoder("chatcmpl-x", 7, MODEL, include_usage=True)
+    usage = Usage(
+        input_tokens=10, output_tokens=30, total_tokens=40, cached_tokens=8, reasoning_tokens=25
+    )
+    done = DoneEvent(finish_reason="stop", usage=usage, model=MODEL, chunks=1, duration_ms=1.0)
+    messages = [m for m in encoder.encode(done).decode().split("\n\n") if m]
+    sent = json.loads(messages[1][6:])["usage"]
+    assert sent["prompt_tokens_details"] == {"cached_tokens": 8}
+    assert sent["completion_tokens_details"] == {"reasoning_tokens": 25}
 
 
 # --- non-streaming ---------------------------------------------------------------------------

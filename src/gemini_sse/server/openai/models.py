@@ -195,12 +195,22 @@ class ChatCompletionRequest(_Input):
 # --- responses --------------------------------------------------------------------------
 
 
+class PromptTokensDetails(_Output):
+    cached_tokens: int = 0
+
+
+class CompletionTokensDetails(_Output):
+    reasoning_tokens: int = 0
+
+
 class CompletionUsage(_Output):
     """Token counts, in OpenAI's names."""
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails = PromptTokensDetails()
+    completion_tokens_details: CompletionTokensDetails = CompletionTokensDetails()
 
 
 class AssistantMessage(_Output):
@@ -337,4 +347,8 @@ def completion_usage(usage: Usage | None) -> CompletionUsage | None:
         prompt_tokens=usage.input_tokens,
         completion_tokens=usage.output_tokens,
         total_tokens=usage.total_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=usage.cached_tokens or 0),
+        completion_tokens_details=CompletionTokensDetails(
+            reasoning_tokens=usage.reasoning_tokens or 0
+        ),
     )
