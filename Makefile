@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install run test check lint typecheck unit system-deps bench clean
+.PHONY: install run test check lint typecheck unit system-deps bench verify-docker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,12 +18,13 @@ install: $(STAMP)
 run: install
 	$(BIN)/gemini-sse serve
 
-## System programs the tests drive for real: redis-server and Chromium.
+## System programs the tests drive for real: redis-server, Chromium and nginx.
 ## Installed with apt-get when we are root (as on CI); otherwise we stop and say what is missing.
 system-deps:
 	@missing=""; \
 	command -v redis-server >/dev/null 2>&1 || missing="$$missing redis-server"; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || missing="$$missing nginx"; \
 	if [ -n "$$missing" ]; then \
 		if [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then \
 			echo "installing:$$missing"; \
@@ -51,6 +52,10 @@ test: check unit
 
 bench: install
 	$(BIN)/python -m bench
+
+## The Dockerfile, built and run (docker), or its steps performed on this machine; slow.
+verify-docker:
+	$(PYTHON) scripts/verify_dockerfile.py
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache
