@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+JS_STAMP := tests/js/node_modules/.installed-stamp
 
-.PHONY: install run test check lint typecheck unit system-deps bench verify-docker clean
+.PHONY: install run test check lint typecheck unit system-deps js-deps bench verify-docker clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -36,6 +37,14 @@ system-deps:
 		fi; \
 	fi
 
+## The Vercel AI SDK (and React, esbuild) that tests/test_aisdk.py drives, exactly as
+## tests/js/package-lock.json pins them; reinstalled only when that changes.
+$(JS_STAMP): tests/js/package.json tests/js/package-lock.json
+	npm ci --prefix tests/js --no-audit --no-fund
+	touch $(JS_STAMP)
+
+js-deps: $(JS_STAMP)
+
 lint: install
 	$(BIN)/ruff check src tests
 	$(BIN)/ruff format --check src tests
@@ -45,7 +54,7 @@ typecheck: install
 
 check: lint typecheck
 
-unit: install system-deps
+unit: install system-deps js-deps
 	$(BIN)/python -m pytest
 
 test: check unit

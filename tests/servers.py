@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -34,6 +34,20 @@ class RunningServer:
         return gateway
 
 
+def wait_for(condition: Callable[[], bool], seconds: float = 10.0, every: float = 0.01) -> bool:
+    """Poll `condition` until it holds; False if it still does not after `seconds`.
+
+    Tests wait on the state they need, never for a fixed time. The deadline is generous
+    (a loaded machine is slow, not wrong): it only costs time when the test fails anyway.
+    """
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(every)
+    return True
+
+
 @contextlib.contextmanager
 def run_in_thread(app: FastAPI, **config: object) -> Iterator[RunningServer]:
     """Serve `app` on a free port until the block ends."""
@@ -42,11 +56,9 @@ def run_in_thread(app: FastAPI, **config: object) -> Iterator[RunningServer]:
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 10
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            raise RuntimeError("uvicorn did not start")
-        time.sleep(0.01)
+    wait_for(lambda: server.started or not thread.is_alive())
+    if not server.started:
+        raise RuntimeError("uvicorn did not start")
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield RunningServer(url=f"http://127.0.0.1:{port}", app=app, server=server)
@@ -75,19 +87,11 @@ def run_process(env: dict[str, str], *args: str) -> Iterator[tuple[str, subproce
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if proc.poll() is not None:
-                out = proc.stdout.read().decode() if proc.stdout else ""
-                raise RuntimeError(f"gateway exited early:\n{out}")
-            try:
-                if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("gateway did not start")
-            time.sleep(0.05)
+        if not wait_for(lambda: proc.poll() is not None or _healthy(url), 30, every=0.05):
+            raise RuntimeError("gateway did not start")
+        if proc.poll() is not None:
+            out = proc.stdout.read().decode() if proc.stdout else ""
+            raise RuntimeError(f"gateway exited early:\n{out}")
         yield url, proc
     finally:
         if proc.poll() is None:
@@ -95,3 +99,10 @@ def run_process(env: dict[str, str], *args: str) -> Iterator[tuple[str, subproce
         proc.wait(timeout=10)
         if proc.stdout:
             proc.stdout.close()
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/healthz", timeout=1).status_code == 200
+    except httpx.TransportError:
+        return False

@@ -219,11 +219,14 @@ def _not_blank(text: str) -> str:
     return text
 
 
+#: The JSON schema pattern of `Content`: a character that is not JSON whitespace.
+NOT_BLANK = f"[^{_BLANK}]"
+
 #: A message's text: valid Unicode, with something in it besides whitespace.
 Content = Annotated[
     Text,
     AfterValidator(_not_blank),
-    Field(json_schema_extra={"minLength": 1, "pattern": f"[^{_BLANK}]"}),
+    Field(json_schema_extra={"minLength": 1, "pattern": NOT_BLANK}),
 ]
 
 
@@ -262,6 +265,29 @@ class StreamRequest(_Input):
 
     `message` is the one-turn shorthand for `messages=[{"role": "user", ...}]`.
     """
+
+    # What the gateway checks across fields, said in the schema too: a user turn, as
+    # `message` or among `messages`.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["message"], "properties": {"message": {"type": "string"}}},
+                {
+                    "required": ["messages"],
+                    "properties": {
+                        "messages": {
+                            "type": "array",
+                            "contains": {
+                                "type": "object",
+                                "required": ["role"],
+                                "properties": {"role": {"const": "user"}},
+                            },
+                        }
+                    },
+                },
+            ]
+        }
+    )
 
     messages: list[ChatMessage] | None = None
     message: Content | None = None

@@ -15,10 +15,12 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .._models import ErrorCode, ErrorInfo
 from . import errors
+from .aisdk.routes import router as aisdk_router
 from .dependencies import authorized
 from .gateway import Gateway
 from .logs import request_id_var
 from .metrics import Metrics
+from .openai.responses_routes import router as responses_router
 from .openai.routes import router as openai_router
 from .openapi import document_settings
 from .providers import Provider, create_fallbacks, create_provider
@@ -160,7 +162,9 @@ def create_app(
     # Its routes take no caller yet: the key and the request rate are checked for all of
     # them here (tokens and streams per key need `gateway.admit`).
     app.include_router(openai_router, dependencies=[Depends(authorized)])
+    app.include_router(responses_router, dependencies=[Depends(authorized)])
     app.include_router(streams_router)
+    app.include_router(aisdk_router)  # its routes take the caller (key, limits)
     if settings.metrics:
         app.include_router(metrics_router)
     app.include_router(web_router)

@@ -89,10 +89,13 @@ def render(
     headers: Mapping[str, str] | None = None,
 ) -> JSONResponse:
     """The error response for this request, in the shape its route speaks."""
-    if _speaks_openai(scope):
-        return openai_error_response(info, status_code, param, headers)
     state = scope.get("state", {})
     request_id = state.get("request_id") if isinstance(state, dict) else None
+    if request_id:
+        # Also where no middleware adds it: a 500 is answered outside them all.
+        headers = {**(headers or {}), "X-Request-ID": request_id}
+    if _speaks_openai(scope):
+        return openai_error_response(info, status_code, param, headers)
     return error_response(status_code, info, request_id, headers)
 
 

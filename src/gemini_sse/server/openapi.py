@@ -6,7 +6,8 @@ limits are written in here, so that a client generated from `/openapi.json`, or 
 reading it, knows every constraint the gateway enforces. Also described here:
 
 - the events of a `text/event-stream` response, which OpenAPI 3.1 can only call a
-  string: the media type carries `x-sse-events`, each event type's `data:` schema;
+  string: each media type carries 3.2's `itemSchema`, with each event type's `data:`;
+- what the OpenAI-compatible routes refuse although their models declare it;
 - our error body on every 422, where FastAPI would document its own (and none on
   OpenAI's routes, which answer 400 as OpenAI does).
 """
@@ -20,8 +21,10 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .._models import DoneEvent, ErrorEvent, SeparatorEvent, TokenEvent
+from .._models import NOT_BLANK, DoneEvent, ErrorEvent, SeparatorEvent, TokenEvent
+from .openai.models import REFUSED, REFUSED_IN_MESSAGES
 from .settings import Settings
+from .streams import LAST_EVENT_ID_PATTERN
 
 _EVENTS: dict[str, type[BaseModel]] = {
     "token": TokenEvent,
@@ -59,11 +62,70 @@ def _with_settings(document: dict[str, Any], settings: Settings) -> dict[str, An
     if "ChatMessage" in schemas:
         content = schemas["ChatMessage"]["properties"]["content"]
         content["maxLength"] = settings.max_message_chars
+    _describe_openai_requests(schemas, settings)
+    _describe_query(document, settings)
     _describe_events(document, schemas)
     _our_422(document)
     schemas.pop("HTTPValidationError", None)
     schemas.pop("ValidationError", None)
     return document
+
+
+def _describe_openai_requests(schemas: dict[str, Any], settings: Settings) -> None:
+    """What `ChatCompletionRequest.refusal()` and the conversion to our request refuse."""
+    request = schemas.get("ChatCompletionRequest")
+    if request is None:
+        return
+    props = request["properties"]
+    for field, (_, neutral) in REFUSED.items():
+        if field in props:
+            # Declared so that it can be refused by name; only its neutral values pass.
+            props[field] = {"enum": list(neutral), "default": None}
+    props["messages"]["contains"] = _A_USER_TURN
+    props["messages"]["maxItems"] = settings.max_messages
+    for name in ("max_tokens", "max_completion_tokens"):
+        _constrain(props[name], {"maximum": settings.max_output_tokens})
+    text = {"type": "string", "minLength": 1, "pattern": NOT_BLANK}
+    message = schemas["Message"]
+    message["required"] = ["role", "content"]
+    message_props = message["properties"]
+    message_props["role"] = {"enum": ["system", "developer", "user", "assistant"]}
+    for field in REFUSED_IN_MESSAGES:
+        message_props[field] = {"type": "null", "default": None}
+    message_props["content"] = {
+        "anyOf": [
+            {**text, "maxLength": settings.max_message_chars},
+            {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "required": ["type", "text"],
+                    "properties": {"type": {"const": "text"}, "text": text},
+                },
+            },
+        ]
+    }
+    schemas.pop("ContentPart", None)
+
+
+_A_USER_TURN = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}
+
+
+def _describe_query(document: dict[str, Any], settings: Settings) -> None:
+    """Query and header parameters the settings or the server's checks constrain."""
+    last_event_id = {"type": "string", "pattern": LAST_EVENT_ID_PATTERN}
+    for path, operations in document.get("paths", {}).items():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", ()):
+                name, schema = parameter["name"], parameter.get("schema", {})
+                if name == "model" and parameter["in"] == "query":
+                    _constrain(schema, {"enum": list(settings.allowed_models())})
+                elif name.lower() in ("last-event-id", "last_event_id") and path.startswith(
+                    "/v1/streams/"
+                ):
+                    # (On `GET /v1/stream` any Last-Event-ID is answered 204.)
+                    parameter["schema"] = last_event_id
 
 
 def _constrain(schema: dict[str, Any], constraints: dict[str, Any]) -> None:
@@ -74,6 +136,12 @@ def _constrain(schema: dict[str, Any], constraints: dict[str, Any]) -> None:
 
 
 def _describe_events(document: dict[str, Any], schemas: dict[str, Any]) -> None:
+    """Each event of a stream, as OpenAPI 3.2's `itemSchema` describes sequential media.
+
+    A deliberate step past 3.1, whose `schema` can only call the whole stream a string:
+    `itemSchema` is what readers of the newer specification (and fuzzers) check each event
+    against, `{"event", "data", "id", "retry"}` as the event stream format defines them.
+    """
     _, definitions = models_json_schema(
         [(model, "serialization") for model in _EVENTS.values()], ref_template=_REF
     )
@@ -82,13 +150,43 @@ def _describe_events(document: dict[str, Any], schemas: dict[str, Any]) -> None:
         schema.get("properties", {}).pop("event", None)
         schema.get("properties", {}).pop("id", None)
         schemas.setdefault(name, schema)
-    events = {name: {"$ref": _REF.format(model=model.__name__)} for name, model in _EVENTS.items()}
+    typed = {
+        "oneOf": [
+            {
+                "type": "object",
+                "required": ["event", "data", "id"],
+                "properties": {
+                    "event": {"const": name},
+                    "data": {
+                        "type": "string",
+                        "contentMediaType": "application/json",
+                        "contentSchema": {"$ref": _REF.format(model=model.__name__)},
+                    },
+                    "id": {"type": "string", "pattern": "^[1-9][0-9]*$"},
+                    "retry": {"type": "integer", "minimum": 0},
+                },
+            }
+            for name, model in _EVENTS.items()
+        ]
+    }
+    untyped = {
+        "type": "object",
+        "required": ["data"],
+        "properties": {
+            "event": {"type": "string"},
+            "data": {"type": "string"},
+            "id": {"type": "string"},
+            "retry": {"type": "integer", "minimum": 0},
+        },
+    }
     for path, operations in document.get("paths", {}).items():
+        ours = path == "/v1/stream" or path.startswith("/v1/streams/")
         for operation in operations.values():
             for response in operation.get("responses", {}).values():
                 media = response.get("content", {}).get("text/event-stream")
-                if media is not None and path.startswith(("/v1/stream", "/v1/streams")):
-                    media["x-sse-events"] = events
+                if media is not None:
+                    media.pop("schema", None)
+                    media["itemSchema"] = typed if ours else untyped
 
 
 def _our_422(document: dict[str, Any]) -> None:

@@ -12,10 +12,19 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from sse_starlette import EventSourceResponse
 
-from .._models import ErrorBody, Fault, SimulationOptions, StreamRequest, TokenEvent
+from .._models import (
+    NOT_BLANK,
+    ErrorBody,
+    Fault,
+    SimulationOptions,
+    StreamRequest,
+    TokenEvent,
+)
 from .auth import secret_matches, unauthorized
 from .dependencies import CallerDep, GatewayDep, request_id_of
 from .encoding import encode_sse, retry_hint
@@ -111,12 +120,32 @@ async def get_stream(
     request: Request,
     gateway: GatewayDep,
     caller: CallerDep,
-    message: Annotated[str, Query(description="The user's message.")],
+    # Short enough that the whole request line fits the HTTP server's 16 KiB limit, even
+    # with every character percent-encoded: longer texts go in a POST body.
+    message: Annotated[
+        str,
+        Query(
+            description="The user's message (longer ones: POST).",
+            min_length=1,
+            max_length=1000,
+            pattern=NOT_BLANK,
+        ),
+    ],
     model: str | None = None,
     separators: bool | None = None,
-    system: Annotated[str | None, Query(description="An optional system prompt.")] = None,
+    system: Annotated[
+        str | None,
+        Query(
+            description="An optional system prompt.",
+            min_length=1,
+            max_length=200,
+            pattern=NOT_BLANK,
+        ),
+    ] = None,
     fault: Annotated[Fault | None, Query(description="Simulated model only.")] = None,
-    fail_after: Annotated[int | None, Query(ge=0, description="Simulated model only.")] = None,
+    fail_after: Annotated[
+        int | None, Query(ge=0, le=10_000, description="Simulated model only.")
+    ] = None,
     last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
 ) -> Response:
     if last_event_id is not None:
@@ -131,9 +160,17 @@ async def get_stream(
         if fault is not None or fail_after is not None
         else None
     )
-    body = StreamRequest.model_validate(
-        {"messages": messages, "model": model, "separators": separators, "simulation": simulation}
-    )
+    try:
+        body = StreamRequest.model_validate(
+            {
+                "messages": messages,
+                "model": model,
+                "separators": separators,
+                "simulation": simulation,
+            }
+        )
+    except ValidationError as exc:  # what the query's own checks cannot see (lone surrogates)
+        raise RequestValidationError(exc.errors()) from exc
     return await post_stream(body, request, gateway, caller)
 
 

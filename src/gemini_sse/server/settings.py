@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     # (`opentelemetry-instrument`, or an application that embeds the gateway).
     otel: Literal["off", "on", "global"] = "off"
 
+    # --- AI SDK ---------------------------------------------------------------------------
+    # The Vercel AI SDK major version whose UI message stream `/api/chat` speaks: 5's
+    # schema rejects fields it does not know, so only that version's fields are sent
+    # (docs/frontends.md). 6 also serves the SDK's later versions.
+    aisdk_version: int = Field(default=6, ge=5, le=6)
+
     @field_validator("models", "fallback", "cors_origins", "api_keys", mode="before")
     @classmethod
     def _lists(cls, value: object) -> object:

@@ -15,9 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from functools import partial
 from typing import Annotated, TypeVar
 
@@ -40,7 +41,7 @@ from .auth import Caller
 from .dependencies import CallerDep, GatewayDep, request_id_of
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
-from .pipeline import Generation
+from .pipeline import Generation, PipelineEvent
 from .settings import Settings
 from .sse import event_stream
 from .store import Frame, Status, StreamInfo, StreamNotFound, StreamStore
@@ -61,9 +62,22 @@ class StoreGaveOut(Exception):
     """The store kept failing for longer than a producer waits (`stream_store_retry_s`)."""
 
 
-async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> None:
+# How `produce` stores events: (the id of the event's first frame, the event) to its SSE
+# messages, one frame each. Our typed SSE makes one message of an event; another wire
+# format may make several (OpenAI's Responses API) or none.
+FrameEncoder = Callable[[int, PipelineEvent], Sequence[bytes]]
+
+
+def _typed_sse(retry_ms: int, event_id: int, event: PipelineEvent) -> Sequence[bytes]:
+    return (encode_sse(event_id, event, retry_ms=retry_hint(event, retry_ms)),)
+
+
+async def produce(
+    gateway: Gateway, stream_id: str, generation: Generation, encode: FrameEncoder | None = None
+) -> None:
     """Run a detached generation, appending each encoded event to the store.
 
+    `encode` is the wire format of the stored frames (our typed SSE unless told).
     A failing store (Redis restarting, paused, or briefly unreachable) holds the
     generation back rather than ending it: each write is retried until it lands or the
     store has failed for `stream_store_retry_s`. The model's stream waits meanwhile, so
@@ -71,6 +85,7 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
     """
     store = gateway.store
     s = gateway.settings
+    encode = encode or partial(_typed_sse, s.retry_hint_ms)
     event_id = 0
     stored_bytes = 0
     lease = asyncio.create_task(_keep_lease(store, stream_id, generation, s.stream_lease_s))
@@ -90,16 +105,19 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
                         )
                     )
                     continue
-                event_id += 1
-                retry = retry_hint(event, s.retry_hint_ms)
-                frame = Frame(event_id, event.event, encode_sse(event_id, event, retry_ms=retry))
-                stored_bytes += len(frame.data)
-                appended = await _persist(partial(store.append, stream_id, frame), s)
-                if not appended:
-                    # Declared lost by a reader (this replica looked dead) or expired.
-                    logger.warning("stream %s was closed under its producer", stream_id)
-                    generation.abandon(ErrorCode.GENERATION_LOST)
-                    return
+                messages = encode(event_id + 1, event)
+                for index, data in enumerate(messages):
+                    event_id += 1
+                    # Only an event's last frame may end the stream (`Frame.terminal`).
+                    kind = event.event if index == len(messages) - 1 else "part"
+                    stored_bytes += len(data)
+                    frame = Frame(event_id, kind, data)
+                    appended = await _persist(partial(store.append, stream_id, frame), s)
+                    if not appended:
+                        # Declared lost by a reader (this replica looked dead) or expired.
+                        logger.warning("stream %s was closed under its producer", stream_id)
+                        generation.abandon(ErrorCode.GENERATION_LOST)
+                        return
                 if isinstance(event, DoneEvent | ErrorEvent):
                     status = _status_of(event)
                     await _persist(partial(store.finish, stream_id, status, event.usage), s)
@@ -113,12 +131,15 @@ async def produce(gateway: Gateway, stream_id: str, generation: Generation) -> N
         logger.exception("producer of stream %s failed", stream_id)
         generation.abandon(ErrorCode.INTERNAL)
         if not ended:
-            event_id += 1
             failed = ErrorEvent(code=ErrorCode.INTERNAL, message="The gateway failed unexpectedly.")
             with contextlib.suppress(Exception):
-                if await store.append(
-                    stream_id, Frame(event_id, "error", encode_sse(event_id, failed))
-                ):
+                messages = encode(event_id + 1, failed)
+                for index, data in enumerate(messages):
+                    event_id += 1
+                    kind = "error" if index == len(messages) - 1 else "part"
+                    if not await store.append(stream_id, Frame(event_id, kind, data)):
+                        break
+                else:
                     await store.finish(stream_id, "error", generation.usage)
     finally:
         lease.cancel()
@@ -184,6 +205,10 @@ def _visible(info: StreamInfo | None, caller: Caller) -> StreamInfo | None:
     if info is None or info.owner is None or caller.key_id is None:
         return info
     return info if info.owner == caller.key_id else None
+
+
+#: What a `Last-Event-ID` may be (the OpenAPI document says the same).
+LAST_EVENT_ID_PATTERN = r"^[ \t]*([0-9]{1,18})?[ \t]*$"
 
 
 def _bad_last_event_id() -> RequestRejected:
@@ -306,12 +331,13 @@ async def stream_events(
 ) -> Response:
     raw = last_event_id_header if last_event_id_header is not None else last_event_id
     after = 0
-    if raw:
-        raw = raw.strip()
-        # ASCII digits only (str.isdigit also takes "²"), and no longer than an id can be.
-        if not (raw.isascii() and raw.isdigit() and len(raw) <= 18):
+    if raw is not None:
+        # ASCII digits only (str.isdigit also takes "²"), no longer than an id can be;
+        # blank means none, as EventSource sends it before it has seen an id.
+        found = re.fullmatch(LAST_EVENT_ID_PATTERN, raw)
+        if found is None:
             raise _bad_last_event_id()
-        after = int(raw)
+        after = int(found[1] or 0)
     async with _store_errors():
         info = await gateway.store.info(stream_id)
     if info is None:
@@ -333,6 +359,7 @@ async def stream_events(
 @router.get(
     "/{stream_id}",
     response_model=StreamStatus,
+    response_model_exclude_none=True,
     responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     summary="A stream's status, event count and usage",
 )
@@ -356,6 +383,7 @@ async def stream_status(stream_id: str, gateway: GatewayDep, caller: CallerDep) 
     "/{stream_id}",
     status_code=202,
     response_model=StreamStatus,
+    response_model_exclude_none=True,
     responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
     summary="Cancel a running stream",
 )

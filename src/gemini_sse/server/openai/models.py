@@ -27,7 +27,8 @@ from ..._models import (
 
 
 class _Input(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Strict, like our own requests: `false` is not `0` (nor a neutral value of `n`).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class _Output(BaseModel):
@@ -37,7 +38,7 @@ class _Output(BaseModel):
 # --- requests ---------------------------------------------------------------------------
 
 # Fields that change the answer, what they ask for, and the values that ask for nothing.
-_REFUSED: dict[str, tuple[str, tuple[object, ...]]] = {
+REFUSED: dict[str, tuple[str, tuple[object, ...]]] = {
     "n": ("More than one choice", (None, 1)),
     "frequency_penalty": ("A frequency penalty", (None, 0)),
     "presence_penalty": ("A presence penalty", (None, 0)),
@@ -56,7 +57,7 @@ _REFUSED: dict[str, tuple[str, tuple[object, ...]]] = {
     "web_search_options": ("Web search", (None,)),
     "moderation": ("Moderation", (None,)),
 }
-_REFUSED_IN_MESSAGES: dict[str, str] = {
+REFUSED_IN_MESSAGES: dict[str, str] = {
     "tool_calls": "Tool calling",
     "tool_call_id": "Tool calling",
     "function_call": "Function calling",
@@ -101,6 +102,11 @@ class StreamOptions(_Input):
     include_obfuscation: bool | None = None  # accepted, nothing to obfuscate
 
 
+def _neutral(value: object, neutral: tuple[object, ...]) -> bool:
+    """Whether `value` is one of the `neutral` values, type and all (`false` is not `0`)."""
+    return any(type(value) is type(n) and value == n for n in neutral)
+
+
 class ChatCompletionRequest(_Input):
     """The body of `POST /v1/chat/completions`."""
 
@@ -124,7 +130,7 @@ class ChatCompletionRequest(_Input):
     prompt_cache_options: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     seed: int | None = None  # best effort at OpenAI too; not passed on
-    # Refused unless sent with their neutral value (see `_REFUSED`).
+    # Refused unless sent with their neutral value (see `REFUSED`).
     n: int | None = Field(default=None, ge=1)
     frequency_penalty: float | None = None
     presence_penalty: float | None = None
@@ -149,13 +155,13 @@ class ChatCompletionRequest(_Input):
 
     def refusal(self) -> tuple[str, str] | None:
         """`(param, message)` for the first thing asked that the gateway cannot serve."""
-        for field, (what, neutral) in _REFUSED.items():
-            if getattr(self, field) not in neutral:
+        for field, (what, neutral) in REFUSED.items():
+            if not _neutral(getattr(self, field), neutral):
                 return field, f"{what} is not supported by this gateway (`{field}`)."
         for i, message in enumerate(self.messages):
             if message.role in ("tool", "function"):
                 return f"messages[{i}].role", f"`{message.role}` messages are not supported."
-            for field, what in _REFUSED_IN_MESSAGES.items():
+            for field, what in REFUSED_IN_MESSAGES.items():
                 if getattr(message, field) is not None:
                     param = f"messages[{i}].{field}"
                     return param, f"{what} is not supported by this gateway (`{param}`)."
@@ -163,7 +169,7 @@ class ChatCompletionRequest(_Input):
                 param = f"messages[{i}].content[{j}]"
                 if part.type != "text":
                     return param, f"`{part.type}` content parts are not supported; send text."
-                if part.text is None:
+                if part.text is None or not part.text.strip(" \t\n\r"):
                     return param, "A text part needs `text`."
         return None
 

@@ -33,6 +33,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.types import Receive, Scope, Send
 
 from ..._exceptions import RequestRejected
@@ -224,12 +225,33 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": OpenAIErrorBody, "description": description}
     for status, description in (
         (400, "Invalid or unsupported request"),
+        (401, "API key missing or not valid (when the gateway has keys)"),
         (404, "Model not served here"),
         (413, "Request too large"),
         (429, "The model's rate limit (see Retry-After)"),
+        (500, "The gateway failed"),
+        (502, "The model failed, refused the gateway's credentials, or cut the answer"),
         (503, "Overloaded, shutting down or model unavailable (see Retry-After)"),
+        (504, "The model did not answer in time"),
     )
 }
+
+
+class _AnyText(Convertor[str]):
+    """A path segment of any characters, newlines too: a model id is the client's text,
+    and an odd one must reach `retrieve_model` (and its OpenAI-shaped 404), not miss
+    every route (Starlette's `path` stops at a newline)."""
+
+    regex = r"[\s\S]+"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("anytext", _AnyText())
 
 
 @router.post(
@@ -251,9 +273,10 @@ async def create_chat_completion(
 ) -> Response:
     refused = body.refusal()
     limit = gateway.settings.max_output_tokens
-    if refused is None and (asked := body.max_output_tokens()) is not None and asked > limit:
-        param = "max_completion_tokens" if body.max_completion_tokens else "max_tokens"
-        refused = param, f"`{param}` may be at most {limit}."
+    for param in ("max_completion_tokens", "max_tokens"):  # each, though one wins
+        asked = getattr(body, param)
+        if refused is None and asked is not None and asked > limit:
+            refused = param, f"`{param}` may be at most {limit}."
     if refused is not None:
         gateway.metrics.reject("validation")
         info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=refused[1])
@@ -282,14 +305,18 @@ def _card(gateway: Gateway, model: str) -> ModelCard:
     return ModelCard(id=model, owned_by=gateway.provider.name)
 
 
-@router.get("/v1/models", summary="The models served here, as OpenAI lists them")
+@router.get(
+    "/v1/models",
+    responses={401: _ERRORS[401]},
+    summary="The models served here, as OpenAI lists them",
+)
 async def list_models(gateway: GatewayDep) -> ModelList:
     return ModelList(data=[_card(gateway, m) for m in gateway.settings.allowed_models()])
 
 
 @router.get(
-    "/v1/models/{model_id:path}",
-    responses={404: _ERRORS[404]},
+    "/v1/models/{model_id:anytext}",
+    responses={401: _ERRORS[401], 404: _ERRORS[404]},
     summary="One model served here",
 )
 async def retrieve_model(model_id: str, gateway: GatewayDep) -> ModelCard:

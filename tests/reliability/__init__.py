@@ -1,0 +1,1 @@
+"""The reliability suite: the gateway under abuse, bounded (docs/reliability.md)."""
