@@ -8,4 +8,5 @@ Servers and the load generator run as separate processes on 127.0.0.1:
 - `loadgen`: N concurrent streams over raw asyncio connections, one JSON result out.
 - `run`: starts each server, drives the load generator, reads the servers' CPU and memory.
 - `report`: medians over repetitions, ratios to the floor, markdown tables.
+- `retention`: the memory a gateway keeps once a burst of large answers is over.
 """

@@ -27,7 +27,7 @@ from .providers import Provider, create_fallbacks, create_provider
 from .routes import metrics_router, router
 from .settings import Settings
 from .sse import DroppedResponseFilter
-from .store import StreamStore, create_store
+from .store import create_store
 from .store.memory import MemoryStore
 from .streams import router as streams_router
 from .telemetry import Telemetry
@@ -96,13 +96,15 @@ class RequestContext:
         await self.app(scope, receive_capped, send_with_id)
 
 
-async def _sweep(store: StreamStore, ttl_s: float) -> None:
+async def _sweep(gateway: Gateway, ttl_s: float) -> None:
     """Drop expired in-memory streams that nobody touches any more."""
+    store = gateway.store
     if not isinstance(store, MemoryStore):
         return
     while True:
         await asyncio.sleep(max(1.0, ttl_s / 10))
-        store.sweep()
+        if store.sweep() and not gateway.live:
+            gateway.memory.schedule()
 
 
 _DROPPED_RESPONSES = DroppedResponseFilter()
@@ -130,7 +132,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [
             asyncio.create_task(gateway.watch_shutdown()),
-            asyncio.create_task(_sweep(gateway.store, settings.stream_ttl_s)),
+            asyncio.create_task(_sweep(gateway, settings.stream_ttl_s)),
         ]
         if gateway.limiter.shared:
             tasks.append(asyncio.create_task(gateway.limiter.keep_alive()))
@@ -141,6 +143,7 @@ def create_app(
             # here, so that their readers get `shutting_down` from the store.
             gateway.drain()
             await gateway.wait_background(settings.drain_s)
+            gateway.memory.cancel()
             for task in tasks:
                 task.cancel()
             await gateway.provider.aclose()

@@ -35,6 +35,7 @@ import anyio
 from .._exceptions import RequestRejected
 from .._models import ErrorCode, ErrorInfo, StreamRequest
 from .auth import Caller, KeyRing
+from .memory import IdleRelease
 from .metrics import ChunkGaps, Metrics
 from .pipeline import Generation, PipelineEvent, RetryPolicy, Timeouts
 from .providers import Fallback, ModelRequest, Provider
@@ -89,6 +90,8 @@ class Gateway:
         # Resumable streams produced by this process, by stream id.
         self.detached: dict[str, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Gives a burst's freed memory back to the system once no stream is left.
+        self.memory = IdleRelease(lambda: not self.runs)
         # Set by sse-starlette when the server is told to exit (SIGTERM); `drain` then
         # ends every live generation with `shutting_down`.
         self.shutdown_event = anyio.Event()
@@ -334,6 +337,8 @@ class Gateway:
             line["messages"] = [m.model_dump() for m in generation.request.messages]
             line["answer"] = "".join(run.answer)
         logger.info("stream finished", extra=line)
+        if not self.runs:
+            self.memory.schedule()
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> None:
         """Run `work` in the background, holding on to it until it ends."""
