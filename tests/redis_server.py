@@ -5,12 +5,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 import subprocess
-import time
 from collections.abc import Iterator
 
 import redis
 
-from .servers import free_port
+from .servers import free_port, wait_for
 
 
 @contextlib.contextmanager
@@ -39,16 +38,16 @@ def run_redis(directory: str) -> Iterator[str]:
     )
     url = f"redis://127.0.0.1:{port}/0"
     client = redis.Redis.from_url(url)
+
+    def answers() -> bool:
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                break
-            except redis.ConnectionError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
+        if not wait_for(lambda: proc.poll() is not None or answers()) or proc.poll() is not None:
+            raise RuntimeError("redis-server did not start")
         yield url
     finally:
         client.close()

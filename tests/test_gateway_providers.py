@@ -7,7 +7,6 @@ all on 127.0.0.1: the event sequence the client reads is asserted per scenario.
 from __future__ import annotations
 
 import gc
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +28,7 @@ from .emulators.scenario import (
     Script,
 )
 from .emulators.vertex_grpc import VertexGrpcEmulator
-from .servers import RunningServer
+from .servers import RunningServer, wait_for
 from .sse import Received, iter_events, names, text
 
 pytestmark = [
@@ -116,7 +115,7 @@ def upstream(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) ->
 def stream(
     upstream: Upstream, serve: Callable[..., RunningServer], scenario: Scenario
 ) -> list[Received]:
-    """POST one conversation to a fresh gateway; the events, telling the emulator of the first."""
+    """POST one conversation to a fresh gateway; the events, telling the emulator of each text."""
     upstream.emulator.reset(Script(scenario=scenario))
     running = serve(**upstream.settings)
     events: list[Received] = []
@@ -124,7 +123,7 @@ def stream(
         assert response.status_code == 200
         for event in iter_events(response.iter_raw()):
             if event.event == "token":
-                upstream.emulator.client_has_first.set()
+                upstream.emulator.client_read_text()
             events.append(event)
     return events
 
@@ -200,16 +199,7 @@ def test_hung_upstream_times_out_and_is_cancelled(
     assert names(events) == ["error"]
     assert events[0].data["code"] == "timeout"
     record = upstream.emulator.record
-    assert _eventually(lambda: record.client_gone == 1)
-
-
-def _eventually(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.01)
-    return True
+    assert wait_for(lambda: record.client_gone == 1)
 
 
 def test_the_gateway_retries_a_failure_before_the_first_chunk(

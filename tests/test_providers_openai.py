@@ -12,7 +12,14 @@ from gemini_sse.server.providers import create_provider
 from gemini_sse.server.providers.openai import PLACEHOLDER_KEY, OpenAIProvider
 from gemini_sse.server.settings import Settings
 
-from .emulators.drive import drive, measure_loop_stalls, wait_until
+from .emulators.drive import (
+    BLOCKING_PAUSE_S,
+    STALL_LIMIT_S,
+    drive,
+    measure_loop_stalls,
+    wait_until,
+)
+from .emulators.leaks import open_pools, opened_since, still_open
 from .emulators.openai_http import OpenAIHttpEmulator
 from .emulators.scenario import ANSWER, RETRY_AFTER_S, USAGE, Script
 
@@ -32,14 +39,19 @@ def emulator() -> Iterator[OpenAIHttpEmulator]:
 
 
 @pytest.fixture
-async def provider(emulator: OpenAIHttpEmulator) -> AsyncIterator[OpenAIProvider]:
+def settings(emulator: OpenAIHttpEmulator) -> Settings:
+    """The `openai` provider's settings for the emulator, with its key."""
     emulator.reset()
-    settings = Settings(
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         provider="openai",
         openai_base_url=emulator.base_url,
         openai_api_key=emulator.api_key,
     )
+
+
+@pytest.fixture
+async def provider(settings: Settings) -> AsyncIterator[OpenAIProvider]:
     created = create_provider(settings)
     assert isinstance(created, OpenAIProvider)
     yield created
@@ -96,7 +108,11 @@ async def test_unset_key_is_sent_as_a_placeholder(emulator: OpenAIHttpEmulator) 
         provider="openai",
         openai_base_url=emulator.base_url,
     )
-    await drive(OpenAIProvider(settings), emulator)
+    provider = OpenAIProvider(settings)
+    try:
+        await drive(provider, emulator)
+    finally:
+        await provider.aclose()
     assert emulator.record.seen[0].authorization == f"Bearer {PLACEHOLDER_KEY}"
 
 
@@ -181,12 +197,37 @@ async def test_giving_up_on_a_hung_stream_closes_the_connection(
 async def test_concurrent_streams_do_not_block_the_event_loop(
     provider: OpenAIProvider, emulator: OpenAIHttpEmulator
 ) -> None:
-    """While five streams run, the event loop never stalls."""
-    emulator.reset(Script(delay_s=0.03, hold_last=False))
+    """While five streams wait for the model, the event loop runs."""
+    emulator.reset(Script(first_delay_s=BLOCKING_PAUSE_S, delay_s=0.03))
     async with measure_loop_stalls() as meter:
         outcomes = await asyncio.gather(*(drive(provider, emulator) for _ in range(5)))
     assert all(o.texts == list(ANSWER) for o in outcomes)
-    assert meter.worst < 0.25, f"the event loop stalled for {meter.worst:.3f} s"
+    # A blocking wait for the first chunk would stall the loop for the model's whole pause.
+    assert meter.worst < STALL_LIMIT_S, f"the event loop stalled for {meter.worst:.3f} s"
+
+
+@pytest.mark.parametrize("azure", [False, True], ids=["openai", "azure"])
+async def test_aclose_closes_the_clients_the_provider_opened(
+    emulator: OpenAIHttpEmulator, azure: bool
+) -> None:
+    """After `aclose` no HTTP client of the provider's (sync or async) is left open.
+
+    The provider's own: ChatOpenAI's default clients are shared by the whole process.
+    """
+    emulator.reset()
+    target = (
+        {"openai_azure_endpoint": emulator.azure_endpoint, "model": "gpt-4o-prod"}
+        if azure
+        else {"openai_base_url": emulator.base_url}
+    )
+    settings = Settings(_env_file=None, provider="openai", **target)  # type: ignore[arg-type]
+    before = open_pools()
+    provider = create_provider(settings)
+    await drive(provider, emulator, model=settings.model)
+    opened = opened_since(before)
+    assert len(opened) == 2, opened  # the sync and the async client
+    await provider.aclose()
+    assert still_open(opened) == []
 
 
 async def test_azure_openai_streams_from_the_deployment_with_its_key(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -17,8 +18,15 @@ from gemini_sse.server.settings import Settings
 
 from .emulators.adc import PROJECT, write_service_account
 from .emulators.certs import shared_tls_identity
-from .emulators.drive import drive, measure_loop_stalls, wait_until
+from .emulators.drive import (
+    BLOCKING_PAUSE_S,
+    STALL_LIMIT_S,
+    drive,
+    measure_loop_stalls,
+    wait_until,
+)
 from .emulators.genai_http import GenaiHttpEmulator
+from .emulators.leaks import open_pools, opened_since, responses_holding_a_connection, still_open
 from .emulators.scenario import ANSWER, RETRY_AFTER_S, USAGE, Script
 from .emulators.vertex_grpc import VertexGrpcEmulator
 
@@ -50,19 +58,22 @@ def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VertexGrpcEmu
 
 
 @pytest.fixture
-async def provider(
-    emulator: VertexGrpcEmulator, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[VertexProvider]:
+def settings(emulator: VertexGrpcEmulator, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The `vertex` provider's settings for the gRPC emulator, its ADC and its certificate."""
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(emulator.account.path))
     monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", str(shared_tls_identity().cert_file))
     emulator.reset()
-    settings = Settings(
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         provider="vertex",
         vertex_project=PROJECT,
         vertex_location="europe-west4",
         vertex_base_url=emulator.endpoint,
     )
+
+
+@pytest.fixture
+async def provider(settings: Settings) -> AsyncIterator[VertexProvider]:
     created = create_provider(settings)
     assert isinstance(created, VertexProvider)
     yield created
@@ -214,12 +225,26 @@ async def test_giving_up_on_a_hung_stream_cancels_the_rpc(
 async def test_concurrent_streams_do_not_block_the_event_loop(
     provider: VertexProvider, emulator: VertexGrpcEmulator
 ) -> None:
-    """While five streams run (the first one creating the client), the loop never stalls."""
-    emulator.reset(Script(delay_s=0.03, hold_last=False))
+    """While five streams wait for the model (the first opening the client), the loop runs."""
+    emulator.reset(Script(first_delay_s=BLOCKING_PAUSE_S, delay_s=0.03))
     async with measure_loop_stalls() as meter:
         outcomes = await asyncio.gather(*(drive(provider, emulator) for _ in range(5)))
     assert all(o.texts == list(ANSWER) for o in outcomes)
-    assert meter.worst < 0.25, f"the event loop stalled for {meter.worst:.3f} s"
+    # A blocking wait for the first chunk would stall the loop for the model's whole pause.
+    assert meter.worst < STALL_LIMIT_S, f"the event loop stalled for {meter.worst:.3f} s"
+
+
+async def test_aclose_closes_the_channel_the_streams_opened(
+    settings: Settings, emulator: VertexGrpcEmulator
+) -> None:
+    """The gRPC channel opened on the first stream is closed by `aclose`, not left to the GC."""
+    before = open_pools()
+    provider = create_provider(settings)
+    await drive(provider, emulator)
+    opened = opened_since(before)
+    assert opened, "streaming opened no channel"
+    await provider.aclose()
+    assert still_open(opened) == []
 
 
 def test_transport_names_are_served_by_async_transports() -> None:
@@ -245,14 +270,13 @@ def rest_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenaiHtt
 
 
 @pytest.fixture
-async def rest_provider(
-    rest_emulator: GenaiHttpEmulator, monkeypatch: pytest.MonkeyPatch
-) -> AsyncIterator[VertexProvider]:
+def rest_settings(rest_emulator: GenaiHttpEmulator, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The `vertex` provider's settings for the REST emulator and its ADC."""
     pytest.importorskip("aiohttp")
     assert rest_emulator.account is not None
     monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(rest_emulator.account.path))
     rest_emulator.reset()
-    settings = Settings(
+    return Settings(
         _env_file=None,  # type: ignore[call-arg]
         provider="vertex",
         vertex_project=PROJECT,
@@ -260,7 +284,11 @@ async def rest_provider(
         vertex_base_url=rest_emulator.base_url,
         vertex_transport="rest",
     )
-    created = create_provider(settings)
+
+
+@pytest.fixture
+async def rest_provider(rest_settings: Settings) -> AsyncIterator[VertexProvider]:
+    created = create_provider(rest_settings)
     assert isinstance(created, VertexProvider)
     assert created.transport == "rest_asyncio"
     yield created
@@ -316,12 +344,47 @@ async def test_rest_transport_failures_map_like_grpc(
 async def test_rest_transport_does_not_block_the_event_loop(
     rest_provider: VertexProvider, rest_emulator: GenaiHttpEmulator
 ) -> None:
-    """While five REST streams run (the first fetching a token), the loop never stalls."""
-    rest_emulator.reset(Script(delay_s=0.03, hold_last=False))
+    """While five REST streams wait for the model (the first fetching a token), the loop runs."""
+    rest_emulator.reset(Script(first_delay_s=BLOCKING_PAUSE_S, delay_s=0.03))
     async with measure_loop_stalls() as meter:
         outcomes = await asyncio.gather(*(drive(rest_provider, rest_emulator) for _ in range(5)))
     assert all(o.texts == list(ANSWER) for o in outcomes)
-    assert meter.worst < 0.25, f"the event loop stalled for {meter.worst:.3f} s"
+    # A blocking wait for the first chunk would stall the loop for the model's whole pause.
+    assert meter.worst < STALL_LIMIT_S, f"the event loop stalled for {meter.worst:.3f} s"
+
+
+async def test_rest_transport_gives_back_the_connection_of_a_cut_stream(
+    rest_provider: VertexProvider, rest_emulator: GenaiHttpEmulator
+) -> None:
+    """A stream cut mid-answer releases its connection when it fails, not when the GC runs.
+
+    The failed read leaves the response in a reference cycle; were it still holding its
+    connection, the collector could finalise the connection first, and aiohttp would
+    report it unclosed in whatever test runs then.
+    """
+    rest_emulator.reset(Script(scenario="drop"))
+    gc.collect()  # what earlier tests left behind is not this test's
+    gc.disable()  # the cycle must still be there when it is looked at
+    try:
+        outcome = await drive(rest_provider, rest_emulator)
+        assert outcome.info is not None
+        assert outcome.info.code == ErrorCode.UPSTREAM_DISCONNECTED
+        assert responses_holding_a_connection() == []
+    finally:
+        gc.enable()
+
+
+async def test_rest_transport_aclose_closes_the_sessions_the_streams_opened(
+    rest_settings: Settings, rest_emulator: GenaiHttpEmulator
+) -> None:
+    """The aiohttp session opened on the first REST stream is closed by `aclose`."""
+    before = open_pools()
+    provider = create_provider(rest_settings)
+    await drive(provider, rest_emulator)
+    opened = opened_since(before)
+    assert opened, "streaming opened no session"
+    await provider.aclose()
+    assert still_open(opened) == []
 
 
 # --- choosing the provider ---------------------------------------------------------------

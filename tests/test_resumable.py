@@ -17,9 +17,8 @@ from gemini_sse.server.store.memory import MemoryStore
 from gemini_sse.server.store.redis import RedisStore
 
 from .conftest import make_settings
-from .servers import RunningServer, run_process
+from .servers import RunningServer, run_process, wait_for
 from .sse import Received, iter_events, names, text
-from .test_stream_live import wait_for
 
 SLOW = {"fake_chunks": 6, "fake_first_delay_ms": 10, "fake_delay_ms": 60}
 
@@ -222,16 +221,17 @@ def test_finished_streams_expire_and_their_storage_is_released(
     created = create(running.url)
     read(running.url, created["events_url"])
     store = running.gateway.store
-    assert httpx.get(f"{running.url}/v1/streams/{created['id']}").status_code == 200
-    time.sleep(1.6)
-    assert httpx.get(f"{running.url}/v1/streams/{created['id']}").status_code == 404
+    status_url = f"{running.url}/v1/streams/{created['id']}"
+    assert httpx.get(status_url).status_code == 200
+    # Gone once its 1 s TTL has passed.
+    assert wait_for(lambda: httpx.get(status_url).status_code == 404)
     if isinstance(store, MemoryStore):
         store.sweep()
         assert len(store) == 0
     else:
         assert isinstance(store, RedisStore)
-        keys = asyncio.run(_keys_of(running.gateway.settings.redis_url or "", created["id"]))
-        assert keys == []
+        url = running.gateway.settings.redis_url or ""
+        assert wait_for(lambda: asyncio.run(_keys_of(url, created["id"])) == [], every=0.1)
 
 
 async def _keys_of(url: str, stream_id: str) -> list[str]:

@@ -22,7 +22,7 @@ from gemini_sse.server.store import Frame, StreamInfo
 from gemini_sse.server.store.redis import RedisStore
 
 from .conftest import make_settings
-from .servers import RunningServer, free_port
+from .servers import RunningServer, free_port, run_in_thread, wait_for
 from .sse import iter_events
 
 pytestmark = pytest.mark.anyio
@@ -123,7 +123,7 @@ async def test_a_response_whose_body_never_runs_still_frees_its_slot() -> None:
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
-        await asyncio.sleep(10)
+        await asyncio.Event().wait()  # the client stays connected: no disconnect comes
         return {"type": "http.disconnect"}
 
     async def send(message: dict[str, Any]) -> None:
@@ -136,7 +136,7 @@ async def test_a_response_whose_body_never_runs_still_frees_its_slot() -> None:
     )
     assert sent[0]["status"] == 200
     assert len(gateway.live) == 0
-    await asyncio.sleep(0.05)  # the slot is released by a task the release started
+    await gateway.wait_background(5)  # the slot is released by a task the release started
     # The caller's one stream slot is free again.
     again = await gateway.admit(request, caller=caller, separators=None, request_id=None)
     gateway.finish(again)
@@ -182,7 +182,8 @@ async def test_a_lagging_reader_of_a_dead_producer_gets_the_lost_event_after_the
     """`generation_lost` takes the id after the producer's last event, whoever notices."""
     store, stream_id = await _store_with_events(redis_url, 3)
     try:
-        await asyncio.sleep(0.5)  # the lease lapses: nobody renews it
+        # The dead producer's 0.3 s lease lapses (Redis expires it): time that must pass.
+        await asyncio.sleep(0.5)
         behind = [f async for f in store.follow(stream_id, after=1)]
         whole = [f async for f in store.follow(stream_id, after=0)]
     finally:
@@ -202,20 +203,49 @@ async def test_cancelling_an_expired_stream_leaves_no_key_behind(redis_url: str)
         await store.aclose()
 
 
-def test_cancel_during_a_retry_backoff_does_not_wait_it_out(
-    serve: Callable[..., RunningServer],
-) -> None:
+class RateLimited(Exception):
+    """An upstream 429 asking to come back in 30 s (read as `status_code`, `retry_after`)."""
+
+    status_code = 429
+    retry_after = 30.0
+
+
+class AlwaysRateLimited:
+    """A model that refuses every try with `RateLimited`, counting them."""
+
+    name = "rate-limited"
+
+    def __init__(self) -> None:
+        self.tries = 0
+
+    async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+        self.tries += 1
+        raise RateLimited("quota exceeded")
+        yield  # an async generator, like every provider's stream
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_cancel_during_a_retry_backoff_does_not_wait_it_out() -> None:
     """DELETE while the gateway waits to retry the model ends the stream at once."""
-    running = serve(upstream_retries=2, upstream_retry_budget_s=20)
-    body = {"message": "hi", "simulation": {"fault": "rate_limit", "fail_after": 0}}
-    created = httpx.post(f"{running.url}/v1/streams", json=body).json()
-    time.sleep(0.3)  # the first try failed; the retry waits ~2 s (the model's retry-after)
-    started = time.monotonic()
-    assert httpx.delete(f"{running.url}/v1/streams/{created['id']}").status_code == 202
-    with httpx.stream("GET", f"{running.url}{created['events_url']}") as response:
-        last = list(iter_events(response.iter_raw()))[-1]
+    model = AlwaysRateLimited()
+    settings = make_settings(
+        upstream_retries=2, upstream_retry_budget_s=120, first_token_timeout_s=120
+    )
+    with run_in_thread(create_app(settings, provider=model)) as running:
+        created = httpx.post(f"{running.url}/v1/streams", json={"message": "hi"}).json()
+        # The first try failed; the retry waits out the model's retry-after: 24 to 36 s.
+        assert wait_for(lambda: model.tries == 1)
+        started = time.monotonic()
+        assert httpx.delete(f"{running.url}/v1/streams/{created['id']}").status_code == 202
+        with httpx.stream("GET", f"{running.url}{created['events_url']}") as response:
+            last = list(iter_events(response.iter_raw()))[-1]
+        ended = time.monotonic() - started
     assert last.data["code"] == "cancelled"
-    assert time.monotonic() - started < 1.2  # not the ~2 s backoff
+    assert model.tries == 1
+    # Not the backoff, which lasts 24 s at the least: well apart even on a slow machine.
+    assert ended < 10
 
 
 async def test_no_text_because_the_output_budget_ran_out_says_so() -> None:

@@ -13,17 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from .servers import RunningServer, run_process
+from .servers import RunningServer, run_process, wait_for
 from .sse import iter_events, names
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def test_first_token_arrives_while_the_model_is_still_pausing(
@@ -40,23 +31,24 @@ def test_first_token_arrives_while_the_model_is_still_pausing(
     done = seen[-1]
     assert done[1] == "done"
     assert first_token[2], "the model had already finished when the first token arrived"
-    # Three more pauses of 300 ms separate the first chunk from the end.
-    assert done[0] - first_token[0] >= 3 * 0.3 * 0.8
+    # Three more pauses of 300 ms separate the first chunk from the end: however late a
+    # busy machine let the client read the first token, at least one of them came after.
+    assert done[0] - first_token[0] >= 0.3
 
 
 def test_client_disconnect_cancels_the_upstream_generation(
     serve: Callable[..., RunningServer],
 ) -> None:
-    """When the client goes away mid-answer, the model call is cancelled within a second."""
+    """When the client goes away mid-answer, the model call is cancelled, not run to its end."""
     running = serve(fake_chunks=50, fake_first_delay_ms=10, fake_delay_ms=200)
     stats = running.gateway.provider.stats  # type: ignore[attr-defined]
     with httpx.stream("POST", f"{running.url}/v1/stream", json={"message": "hi"}) as response:
         for event in iter_events(response.iter_raw()):
             if event.event == "token":
                 break
-    closed_at = time.monotonic()
-    assert wait_for(lambda: stats.cancelled == 1, seconds=3)
-    assert time.monotonic() - closed_at < 1.5
+    # The answer takes 10 s (50 chunks, 200 ms apart): cancelled within 5 s, it was
+    # cancelled because the client left, however slow the machine.
+    assert wait_for(lambda: stats.cancelled == 1, seconds=5)
     assert wait_for(lambda: not running.gateway.live)
     assert stats.completed == 0
 
@@ -134,7 +126,9 @@ def test_sigterm_ends_streams_with_shutting_down_and_exits(tmp_path: Any) -> Non
         "GEMINI_SSE_FAKE_CHUNKS": "1000",
         "GEMINI_SSE_FAKE_DELAY_MS": "100",
         "GEMINI_SSE_FAKE_FIRST_DELAY_MS": "10",
-        "GEMINI_SSE_DRAIN_S": "3",
+        # Far longer than the bounds below: a stream left to the drain, or an exit that
+        # waits it out, fails them on any machine.
+        "GEMINI_SSE_DRAIN_S": "60",
     }
     with run_process(env) as (url, proc):
         with httpx.stream("POST", f"{url}/v1/stream", json={"message": "hi"}) as response:
@@ -146,7 +140,7 @@ def test_sigterm_ends_streams_with_shutting_down_and_exits(tmp_path: Any) -> Non
                     signalled = time.monotonic()
         ended = time.monotonic()
         # uvicorn re-raises the signal once it has shut down cleanly.
-        assert proc.wait(timeout=10) in (0, -signal.SIGTERM)
+        assert proc.wait(timeout=30) in (0, -signal.SIGTERM)
         exited = time.monotonic()
     last = events[-1]
     assert last.event == "error"
@@ -154,8 +148,8 @@ def test_sigterm_ends_streams_with_shutting_down_and_exits(tmp_path: Any) -> Non
     assert last.data["retryable"] is True
     assert last.retry == 1000
     assert names(events).count("error") == 1
-    assert ended - signalled < 3
-    assert exited - signalled < 8
+    assert ended - signalled < 15
+    assert exited - signalled < 30
 
 
 def test_auto_provider_without_google_credentials_serves_the_simulated_model() -> None:
@@ -176,7 +170,8 @@ def test_sigterm_answers_requests_that_are_not_streams_yet() -> None:
         "GEMINI_SSE_FAKE_CHUNKS": "1000",
         "GEMINI_SSE_FAKE_DELAY_MS": "100",
         "GEMINI_SSE_FAKE_FIRST_DELAY_MS": "10",
-        "GEMINI_SSE_DRAIN_S": "5",
+        # Far longer than the bound below: an answer that waits out the drain fails it.
+        "GEMINI_SSE_DRAIN_S": "60",
     }
     body = {"model": "gemini-2.5-flash", "messages": [{"role": "user", "content": "hi"}]}
     with run_process(env) as (url, proc):
@@ -187,14 +182,15 @@ def test_sigterm_answers_requests_that_are_not_streams_yet() -> None:
             )
         )
         thread.start()
-        time.sleep(1.0)  # the answer is being collected, nothing sent yet
+        # The answer is being collected, nothing sent yet.
+        assert wait_for(lambda: httpx.get(f"{url}/healthz").json()["streams"] == 1)
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         thread.join(timeout=30)
         answered = time.monotonic() - signalled
-        proc.wait(timeout=10)
+        proc.wait(timeout=30)
     (response,) = result
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "shutting_down"
-    # Well inside the 5 s drain: the gateway did not wait for uvicorn's timeout.
-    assert answered < 4
+    # Well inside the 60 s drain: the gateway did not wait for uvicorn's timeout.
+    assert answered < 15

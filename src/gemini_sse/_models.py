@@ -291,7 +291,7 @@ class StreamRequest(_Input):
 
     messages: list[ChatMessage] | None = None
     message: Content | None = None
-    model: str | None = None
+    model: str | None = Field(default=None, min_length=1)
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_output_tokens: int | None = Field(default=None, ge=1)
     top_p: float | None = Field(default=None, ge=0, le=1)

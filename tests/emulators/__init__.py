@@ -9,6 +9,6 @@
 Each runs in its own thread, answers according to `emulator.script` (`scenario`), and
 records what it saw in `emulator.record`. Around them: `certs` (a throwaway TLS identity),
 `adc` (a service-account ADC file), `httpserver` and `relay` (the byte-level servers that
-let a scenario cut a connection), and `drive` (a provider run the way the pipeline runs
-it, plus an event-loop stall meter).
+let a scenario cut a connection), `drive` (a provider run the way the pipeline runs it,
+plus an event-loop stall meter) and `leaks` (the connection pools a provider left open).
 """

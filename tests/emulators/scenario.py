@@ -69,8 +69,8 @@ class Script:
     chunks: tuple[str, ...] = ANSWER
     delay_s: float = 0.02
     first_delay_s: float = 0.0
-    # Hold the last chunk back until the test says it has the first one: a client that
-    # buffers the stream then cannot finish, which `held_too_long` records.
+    # Hold the last chunk back until the test's client has read the first one: a client
+    # that buffers the stream then cannot finish, which `held_too_long` records.
     hold_last: bool = False
     # `scenario` answers only the first `times` calls (None: all); later calls are normal.
     times: int | None = None
@@ -114,7 +114,9 @@ class Emulator:
         self.script = Script()
         self.record = Record()
         self.calls = 0
-        self.client_has_first = threading.Event()
+        # How many texts the test's client has read: the emulator's way to wait for it.
+        self._client_texts = 0
+        self._client_progress = threading.Condition()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()
@@ -126,7 +128,14 @@ class Emulator:
         self.script = script or Script()
         self.record = Record()
         self.calls = 0
-        self.client_has_first.clear()
+        with self._client_progress:
+            self._client_texts = 0
+
+    def client_read_text(self) -> None:
+        """The test's client tells the emulator it has read one more text."""
+        with self._client_progress:
+            self._client_texts += 1
+            self._client_progress.notify_all()
 
     # -- called from the emulator's loop ----------------------------------------------
 
@@ -152,13 +161,20 @@ class Emulator:
     # -- used by the servers on the emulator's loop --------------------------------------
 
     async def pause(self, seconds: float) -> None:
+        """The model's own pace: the scenario's pauses between chunks."""
         if seconds:
             await asyncio.sleep(seconds)
 
+    def client_has_read(self, texts: int) -> bool:
+        """Block (a worker thread) until the client has read `texts` texts; False: not in time."""
+        with self._client_progress:
+            return self._client_progress.wait_for(
+                lambda: self._client_texts >= texts, CLIENT_WAIT_LIMIT_S
+            )
+
     async def wait_for_client_first(self) -> None:
         """Before the last chunk: wait (bounded) until the test has the first chunk."""
-        got = await asyncio.to_thread(self.client_has_first.wait, CLIENT_WAIT_LIMIT_S)
-        if not got:
+        if not await asyncio.to_thread(self.client_has_read, 1):
             self.record.held_too_long += 1
 
     def mark_sent(self) -> None:

@@ -8,6 +8,7 @@ it talks to `{location}-aiplatform.googleapis.com`. A `TcpRelay` sits in front s
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from concurrent import futures
@@ -113,8 +114,8 @@ class VertexGrpcEmulator(Emulator):
                 for text in script.chunks[:2]:
                     yield self._text(text)
                     time.sleep(script.delay_s)
-                # Let the relay forward what was written, then cut the connection.
-                time.sleep(0.1)
+                # Cut once the relay has forwarded both texts: the client has read them.
+                self.client_has_read(2)
                 self.relay_cut()
                 self._wait_for_client_to_leave(context)
                 return
@@ -123,8 +124,7 @@ class VertexGrpcEmulator(Emulator):
                 time.sleep(script.delay_s)
             last = index == len(script.chunks) - 1
             if last and script.hold_last:
-                got = self.client_has_first.wait(5)
-                self.record.held_too_long += not got
+                self.record.held_too_long += not self.client_has_read(1)
             yield self._text(text, finish=FinishReason.STOP if last else None)
 
     def _text(self, text: str, finish: Any = None) -> Any:
@@ -143,10 +143,9 @@ class VertexGrpcEmulator(Emulator):
         self._loop.call_soon_threadsafe(self.relay.cut)
 
     def _wait_for_client_to_leave(self, context: grpc.ServicerContext) -> None:
-        deadline = time.monotonic() + HANG_LIMIT_S
-        while context.is_active() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        if not context.is_active():
+        ended = threading.Event()
+        # False when the RPC has already ended: the callback would never run.
+        if not context.add_callback(ended.set) or ended.wait(HANG_LIMIT_S):
             self.record.client_gone += 1
 
     def _abort(self, context: grpc.ServicerContext, scenario: str) -> None:

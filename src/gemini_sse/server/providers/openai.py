@@ -11,6 +11,10 @@ it is Azure OpenAI through `AzureChatOpenAI` instead. Deliberate choices:
   the classic `max_tokens` goes along in the body too.
 - Local servers rarely check keys, but the SDK insists on one: an unset key is sent as
   a placeholder.
+- The HTTP clients (sync and async) are the provider's own, closed by `aclose`. ChatOpenAI's
+  defaults are cached for the whole process and shared by every ChatOpenAI with the same
+  base URL, whatever its event loop, so they can be closed by no one. They come with a TCP
+  keep-alive profile against silent connections; the gateway's idle timeout covers that.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from langchain_core.language_models import BaseChatModel
 # Imported with this module, when the provider is chosen at startup: inside a request
 # the import (about a second) would stall the event loop.
 from langchain_openai import AzureChatOpenAI, ChatOpenAI
+from openai import DefaultAsyncHttpxClient, DefaultHttpxClient
 from pydantic import SecretStr
 
 from ..settings import Settings
@@ -39,6 +44,8 @@ class OpenAIProvider(LangChainProvider):
     def __init__(self, settings: Settings) -> None:
         super().__init__()
         self.settings = settings
+        # The HTTP clients of every model built, closed by `aclose`.
+        self._http_clients: list[tuple[DefaultHttpxClient, DefaultAsyncHttpxClient]] = []
         # Every servable model is built now: configuration errors show at startup, and
         # no request pays (on the event loop) for building one.
         for model in settings.allowed_models():
@@ -47,6 +54,9 @@ class OpenAIProvider(LangChainProvider):
     def build_model(self, model: str) -> BaseChatModel:
         s = self.settings
         key = s.openai_api_key or SecretStr(PLACEHOLDER_KEY)
+        # The SDK's own defaults (limits, redirects), in clients this provider owns.
+        http_client, http_async_client = DefaultHttpxClient(), DefaultAsyncHttpxClient()
+        self._http_clients.append((http_client, http_async_client))
         chat: BaseChatModel
         if s.openai_azure_endpoint:
             # Azure OpenAI: same streaming, a deployment per model, the key as `api-key`.
@@ -57,6 +67,8 @@ class OpenAIProvider(LangChainProvider):
                 api_key=key,
                 stream_usage=True,
                 max_retries=0,
+                http_client=http_client,
+                http_async_client=http_async_client,
             )
         else:
             chat = ChatOpenAI(
@@ -65,6 +77,8 @@ class OpenAIProvider(LangChainProvider):
                 api_key=key,
                 stream_usage=True,
                 max_retries=0,
+                http_client=http_client,
+                http_async_client=http_async_client,
             )
         return chat
 
@@ -78,3 +92,10 @@ class OpenAIProvider(LangChainProvider):
             options["max_tokens"] = request.max_output_tokens
             options["extra_body"] = {"max_tokens": request.max_output_tokens}
         return options
+
+    async def aclose(self) -> None:
+        clients, self._http_clients = self._http_clients, []
+        for http_client, http_async_client in clients:
+            http_client.close()
+            await http_async_client.aclose()
+        await super().aclose()

@@ -13,6 +13,14 @@ async client. Deliberate deviations from its defaults:
   as `grpc_asyncio` and `rest` as `rest_asyncio`.
 - `project=` is passed explicitly: ChatVertexAI otherwise takes it from
   `vertexai.init()` globals or the credentials, which differ between machines.
+- The GAPIC client is opened by the provider, on the event loop that serves (a gRPC
+  channel belongs to one loop), and closed by `aclose`. ChatVertexAI would open its own
+  and keep it in a module-level cache, one per loop, shared by every ChatVertexAI with
+  the same endpoint and model and closed by nobody: its aiohttp session or gRPC channel
+  would be left for the garbage collector. (The requests then carry GAPIC's user agent,
+  not LangChain's.)
+- Over REST, a streamed response is closed the moment reading it fails (see
+  `_ClosingStream`).
 
 Credentials are Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`,
 `gcloud auth application-default login`, or the metadata server on Google Cloud).
@@ -25,8 +33,12 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from typing import Any
 
+from google.cloud.aiplatform_v1beta1.services.prediction_service import (
+    PredictionServiceAsyncClient,
+)
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk
 
@@ -71,6 +83,8 @@ class VertexProvider(LangChainProvider):
             raise ValueError(
                 "GEMINI_SSE_VERTEX_TRANSPORT=rest needs aiohttp: pip install 'google-auth[aiohttp]'"
             )
+        # The GAPIC clients this provider opened, closed by `aclose`.
+        self._clients = AsyncExitStack()
         # Every servable model is built now: configuration errors show at startup, and
         # no request pays (on the event loop) for building one.
         for model in settings.allowed_models():
@@ -89,10 +103,79 @@ class VertexProvider(LangChainProvider):
         chat: BaseChatModel = ChatVertexAI(**options)
         return chat
 
+    def _open_client(self, chat: ChatVertexAI) -> PredictionServiceAsyncClient:
+        """Open the GAPIC client `chat` streams with, on the running loop, for `aclose`."""
+        if self.transport == "rest_asyncio":
+            client = PredictionServiceAsyncClient(transport=_rest_transport(chat))
+        else:
+            client = PredictionServiceAsyncClient(
+                credentials=chat.credentials,
+                client_options=chat.client_options,
+                transport=self.transport,
+            )
+        # Leaving the client closes its transport: the gRPC channel, or the aiohttp
+        # session (with google-auth's token session).
+        return self._clients.push_async_exit(client)
+
     async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+        chat = self.chat_model(request.model)
+        # Checked and set with no await in between: concurrent first requests share one.
+        if isinstance(chat, ChatVertexAI) and chat.async_client is None:
+            chat.async_client = self._open_client(chat)
         async for chunk in super().astream(request):
             # Every chunk before the last says FINISH_REASON_UNSPECIFIED; only a real
             # reason may reach the pipeline, which keeps the last one it sees.
             if chunk.response_metadata.get("finish_reason") == "FINISH_REASON_UNSPECIFIED":
                 del chunk.response_metadata["finish_reason"]
             yield chunk
+
+    async def aclose(self) -> None:
+        await self._clients.aclose()
+        await super().aclose()
+
+
+def _rest_transport(chat: ChatVertexAI) -> Any:
+    """GAPIC's asyncio REST transport to `chat`'s endpoint, closing failed streams."""
+    # Imported on demand: it needs aiohttp, which only the REST transport does.
+    from google.cloud.aiplatform_v1beta1.services.prediction_service.transports import (
+        rest_asyncio,
+    )
+
+    class ClosingInterceptor(rest_asyncio.AsyncPredictionServiceRestInterceptor):
+        async def post_stream_generate_content_with_metadata(
+            self, response: Any, metadata: Any
+        ) -> tuple[Any, Any]:
+            return _ClosingStream(response), metadata
+
+    # ChatVertexAI always sets one: GEMINI_SSE_VERTEX_BASE_URL, or the location's.
+    assert chat.client_options is not None and chat.client_options.api_endpoint
+    return rest_asyncio.AsyncPredictionServiceRestTransport(
+        host=chat.client_options.api_endpoint,
+        credentials=chat.credentials,
+        interceptor=ClosingInterceptor(),
+    )
+
+
+class _ClosingStream:
+    """A streamed REST answer whose HTTP response is closed as soon as reading it ends.
+
+    When reading fails (the connection cut mid-answer), aiohttp keeps the exception on the
+    response's content stream, and the exception's traceback holds the response: a cycle
+    that only the cyclic garbage collector frees, finalising its objects in no set order.
+    Whenever it finalises the connection before the response, aiohttp reports an unclosed
+    connection. Closed here, the connection goes back at once, whatever the collector does.
+    """
+
+    def __init__(self, stream: Any) -> None:
+        self._stream = stream
+
+    def __aiter__(self) -> _ClosingStream:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            return await self._stream.__anext__()
+        except BaseException:
+            # Failure, cancellation or the end: closing a finished response is a no-op.
+            await self._stream.cancel()
+            raise
