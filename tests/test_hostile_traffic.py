@@ -74,7 +74,16 @@ def test_a_client_leaving_a_never_pausing_answer_cancels_it(
     serve: Callable[..., RunningServer],
 ) -> None:
     """The disconnect is noticed mid-answer: the model is cancelled, not run to the end."""
-    running = serve(fake_chunks=60_000, fake_delay_ms=0, fake_first_delay_ms=0, separators=False)
+    # 60 MB: far more than the socket buffers hold, so the model cannot finish before the
+    # client leaves. Once it has left, sends return at once (nobody to send to) and only
+    # the pipeline's own turns let the disconnect be seen.
+    running = serve(
+        fake_chunks=60_000,
+        fake_chunk_chars=1_000,
+        fake_delay_ms=0,
+        fake_first_delay_ms=0,
+        separators=False,
+    )
     stats = running.gateway.provider.stats  # type: ignore[attr-defined]
     received = 0
     with httpx.stream(
