@@ -140,6 +140,10 @@ def test_ask_exits_2_on_a_usage_error() -> None:
     assert "invalid float value" in result.stderr
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def test_ctrl_c_exits_130_and_the_gateway_cancels(serve: Callable[..., RunningServer]) -> None:
     """SIGINT mid-answer: exit 130, and the gateway cancels the model's generation."""
     running = serve(fake_chunks=50, fake_first_delay_ms=10, fake_delay_ms=200)
@@ -148,6 +152,9 @@ def test_ctrl_c_exits_130_and_the_gateway_cancels(serve: Callable[..., RunningSe
         [sys.executable, "-m", "gemini_sse._cli", "ask", "--url", running.url, QUESTION],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
+        # A shell starts background jobs with SIGINT ignored, and the child would inherit
+        # that (Python then never raises KeyboardInterrupt): give it a terminal's default.
+        preexec_fn=_default_sigint,
     )
     try:
         assert proc.stdout is not None
