@@ -22,18 +22,8 @@ from gemini_sse.server.providers.fake import expected_answer
 
 from .conftest import make_settings
 from .redis_server import run_redis
-from .servers import RunningServer, run_process
+from .servers import RunningServer, run_process, wait_for
 from .sse import iter_events, parse, text
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 10.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
-
 
 # --- one request must not stall the gateway ------------------------------------------
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import re
 import socket
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -22,17 +21,8 @@ import pytest
 from gemini_sse._decoder import SSEDecoder
 
 from .nginx import NginxFactory, changed, nginx_fixture, recommended_site  # noqa: F401
-from .servers import RunningServer
+from .servers import RunningServer, wait_for
 from .sse import Received, iter_events, names, text
-
-
-def wait_for(condition: Callable[[], bool], seconds: float = 5.0) -> bool:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.01)
-    return condition()
 
 
 def model_stats(running: RunningServer) -> Any:
