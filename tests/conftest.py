@@ -4,6 +4,7 @@ import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import openai
 import pytest
 
 from gemini_sse.server.app import create_app
@@ -67,3 +68,16 @@ def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real redis-server for the whole session (each test uses its own keys)."""
     with run_redis(str(tmp_path_factory.mktemp("redis"))) as url:
         yield url
+
+
+@pytest.fixture
+def server(serve: Callable[..., RunningServer]) -> RunningServer:
+    """A gateway with the simulated model, for the `openai` SDK tests."""
+    return serve()
+
+
+@pytest.fixture
+def client(server: RunningServer) -> Iterator[openai.OpenAI]:
+    """The official `openai` SDK pointed at `server`."""
+    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
+        yield client

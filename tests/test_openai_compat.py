@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -17,9 +17,10 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from gemini_sse._models import DoneEvent, TokenEvent, Usage
 from gemini_sse.server.openai.encoding import ChunkEncoder
-from gemini_sse.server.providers.fake import SimulationStats, expected_answer
+from gemini_sse.server.providers.fake import expected_answer
 
 from .conftest import make_settings
+from .openai_sdk import simulate, stats_of
 from .servers import RunningServer, wait_for
 from .sse import parse, text
 
@@ -31,26 +32,6 @@ ANSWER = expected_answer(make_settings(), ["hi"])
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def server(serve: Callable[..., RunningServer]) -> RunningServer:
-    return serve()
-
-
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
-def stats_of(server: RunningServer) -> SimulationStats:
-    stats: SimulationStats = server.gateway.provider.stats  # type: ignore[attr-defined]
-    return stats
-
-
-def simulate(**options: Any) -> dict[str, Any]:
-    return {"extra_body": {"simulation": options}}
 
 
 # --- streaming ------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ async, against a real uvicorn on 127.0.0.1 serving the simulated model."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -17,10 +17,11 @@ from gemini_sse.server.encoding import encode_sse
 from gemini_sse.server.openai.responses import ResponseEncoder, state_of
 from gemini_sse.server.openai.responses_models import ResponseObject
 from gemini_sse.server.openai.responses_routes import _foreign_end
-from gemini_sse.server.providers.fake import SimulationStats, expected_answer
+from gemini_sse.server.providers.fake import expected_answer
 from gemini_sse.server.store import Frame
 
 from .conftest import make_settings
+from .openai_sdk import simulate, stats_of
 from .servers import RunningServer, wait_for
 from .sse import parse
 
@@ -38,26 +39,6 @@ CLOSING = ["response.output_text.done", "response.content_part.done", "response.
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-@pytest.fixture
-def server(serve: Callable[..., RunningServer]) -> RunningServer:
-    return serve()
-
-
-@pytest.fixture
-def client(server: RunningServer) -> Iterator[openai.OpenAI]:
-    with openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0) as client:
-        yield client
-
-
-def stats_of(server: RunningServer) -> SimulationStats:
-    stats: SimulationStats = server.gateway.provider.stats  # type: ignore[attr-defined]
-    return stats
-
-
-def simulate(**options: Any) -> dict[str, Any]:
-    return {"extra_body": {"simulation": options}}
 
 
 def types_of(events: Iterable[Any]) -> list[str]:
