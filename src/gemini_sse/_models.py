@@ -7,10 +7,11 @@ decodes into them; `docs/protocol.md` describes the same shapes in prose.
 
 from __future__ import annotations
 
+import json
 from enum import StrEnum
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class ErrorCode(StrEnum):
@@ -90,6 +91,9 @@ class ErrorInfo(_Model):
     retryable: bool = False
     retry_after: float | None = None
     request_id: str | None = None
+    #: Why the model withheld its answer (`content_blocked`): Gemini's harm category or
+    #: block reason (`HARM_CATEGORY_HATE_SPEECH`, `PROHIBITED_CONTENT` ...), when it said.
+    category: str | None = None
 
 
 class ErrorBody(_Model):
@@ -112,6 +116,68 @@ class TokenEvent(_Model):
     event: Literal["token"] = "token"
     id: int | None = None
     text: str
+
+
+class ReasoningEvent(_Model):
+    """A piece of the model's thought summary (`thinking.include_thoughts`).
+
+    It comes before the answer's tokens, or among them; it is never part of the answer.
+    """
+
+    event: Literal["reasoning"] = "reasoning"
+    id: int | None = None
+    text: str
+
+
+class ToolCallDeltaEvent(_Model):
+    """A piece of a tool call as the model streams it.
+
+    The first piece of a call (by `index`) carries its `call_id` and `name`; `arguments`
+    pieces, joined, make the call's arguments. A `tool_call` with the whole call follows.
+    """
+
+    event: Literal["tool_call_delta"] = "tool_call_delta"
+    id: int | None = None
+    index: int
+    call_id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+
+class ToolCallEvent(_Model):
+    """A whole tool call the client should run (its result goes in the next request)."""
+
+    event: Literal["tool_call"] = "tool_call"
+    id: int | None = None
+    #: The call's place among this answer's calls, from 0.
+    index: int
+    call_id: str
+    name: str
+    #: The arguments: a JSON object, as text.
+    arguments: str
+    #: Gemini's thought signature for the call: send it back with the call in the next
+    #: request's history, or a thinking model loses its reasoning.
+    signature: str | None = None
+
+
+class Citation(_Model):
+    """A span of the answer text that a source supports (character offsets, end excluded)."""
+
+    start: int
+    end: int
+    text: str | None = None
+
+
+class SourceEvent(_Model):
+    """A source the answer is grounded in (`grounding`), with the spans it supports."""
+
+    event: Literal["source"] = "source"
+    id: int | None = None
+    #: The source's number within this answer, from 0.
+    index: int
+    url: str
+    title: str | None = None
+    cited: list[Citation] = []
 
 
 class SeparatorEvent(_Model):
@@ -149,6 +215,7 @@ class ErrorEvent(_Model):
     retry_after: float | None = None
     request_id: str | None = None
     usage: Usage | None = None
+    category: str | None = None
 
     @property
     def info(self) -> ErrorInfo:
@@ -158,23 +225,37 @@ class ErrorEvent(_Model):
             retryable=self.retryable,
             retry_after=self.retry_after,
             request_id=self.request_id,
+            category=self.category,
         )
 
 
-Event = Annotated[
-    TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent, Field(discriminator="event")
-]
+#: Every event model, as one union.
+AnyEvent = (
+    TokenEvent
+    | ReasoningEvent
+    | ToolCallDeltaEvent
+    | ToolCallEvent
+    | SourceEvent
+    | SeparatorEvent
+    | DoneEvent
+    | ErrorEvent
+)
+Event = Annotated[AnyEvent, Field(discriminator="event")]
 TerminalEvent = DoneEvent | ErrorEvent
 
-EVENT_TYPES: dict[str, type[TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent]] = {
+EVENT_TYPES: dict[str, type[AnyEvent]] = {
     "token": TokenEvent,
+    "reasoning": ReasoningEvent,
+    "tool_call_delta": ToolCallDeltaEvent,
+    "tool_call": ToolCallEvent,
+    "source": SourceEvent,
     "separator": SeparatorEvent,
     "done": DoneEvent,
     "error": ErrorEvent,
 }
 
 
-def event_data(event: TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent) -> str:
+def event_data(event: AnyEvent) -> str:
     """The JSON `data:` payload of an event: compact, `None` fields left out.
 
     Non-ASCII is escaped, so U+2028, U+2029 and CR inside text survive every SSE reader.
@@ -182,9 +263,7 @@ def event_data(event: TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent) -> s
     return event.model_dump_json(exclude=DATA_EXCLUDE, exclude_none=True, ensure_ascii=True)
 
 
-def parse_event(
-    name: str, data: str, id: int | None = None
-) -> TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent:
+def parse_event(name: str, data: str, id: int | None = None) -> AnyEvent:
     """Build the typed event for one SSE event type and JSON payload.
 
     Raises `KeyError` for an unknown event type and `pydantic.ValidationError` for a
@@ -230,11 +309,132 @@ Content = Annotated[
 ]
 
 
-class ChatMessage(_Input):
-    """One turn of a conversation."""
+class TextPart(_Input):
+    """Text among a message's content parts."""
 
-    role: Literal["system", "user", "assistant"]
-    content: Content
+    type: Literal["text"]
+    text: Text
+
+
+class MediaPart(_Input):
+    """An image, PDF, audio or video for the model to read, by URL.
+
+    `url` is a `data:` URL (base64), or an `https://` or `gs://` URL the provider
+    fetches itself. `mime_type` is required unless a `data:` URL states it.
+    """
+
+    type: Literal["image", "file"]
+    url: str = Field(min_length=1)
+    mime_type: str | None = Field(default=None, pattern=r"^[a-z]+/[A-Za-z0-9.+-]+$")
+
+
+Part = Annotated[TextPart | MediaPart, Field(discriminator="type")]
+
+#: A function name as Gemini and OpenAI both take it.
+ToolName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")]
+
+
+def _json_object(text: str) -> str:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        raise ValueError("must be a JSON object, as text") from None
+    if not isinstance(value, dict):
+        raise ValueError("must be a JSON object, as text")
+    return text
+
+
+class ToolCall(_Input):
+    """A tool call the model made, sent back in a later request's history."""
+
+    call_id: str = Field(min_length=1, max_length=256)
+    name: ToolName
+    arguments: Annotated[Text, AfterValidator(_json_object)] = "{}"
+    #: The `signature` of the `tool_call` event, as it came.
+    signature: str | None = None
+
+
+class ChatMessage(_Input):
+    """One turn of a conversation.
+
+    `content` is text, or (for a user) a list of text and media parts. An assistant turn
+    may carry the `tool_calls` it made instead of text; a `tool` turn is the result of
+    one call (`tool_call_id`).
+    """
+
+    role: Literal["system", "user", "assistant", "tool"]
+    content: Content | list[Part] | None = None
+    tool_calls: list[ToolCall] | None = Field(default=None, min_length=1, max_length=128)
+    tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @model_validator(mode="after")
+    def _fits_role(self) -> ChatMessage:
+        if isinstance(self.content, list):
+            if not self.content:
+                raise ValueError("`content` must have at least one part")
+            if self.role != "user" and self.media:
+                raise ValueError("only a user message may carry images and files")
+            if not self.media and not self.text.strip(_BLANK):
+                raise ValueError("`content` must not be empty (or only spaces and line breaks)")
+        if self.tool_calls is not None and self.role != "assistant":
+            raise ValueError("only an assistant message carries `tool_calls`")
+        if (self.tool_call_id is not None) != (self.role == "tool"):
+            raise ValueError("a `tool` message, and only one, needs `tool_call_id`")
+        if self.content is None and not (self.role == "assistant" and self.tool_calls):
+            raise ValueError("`content` is required (an assistant may send `tool_calls` instead)")
+        return self
+
+    @property
+    def text(self) -> str:
+        """The message's text: `content`, or its text parts joined by line breaks."""
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "\n".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    @property
+    def media(self) -> list[MediaPart]:
+        """The images and files among the content parts."""
+        if not isinstance(self.content, list):
+            return []
+        return [part for part in self.content if isinstance(part, MediaPart)]
+
+
+class ThinkingOptions(_Input):
+    """How much a thinking model thinks, and whether its thoughts are streamed."""
+
+    #: Thinking tokens (Gemini 2.5): 0 turns thinking off where the model allows, -1
+    #: lets the model decide.
+    budget: int | None = Field(default=None, ge=-1, le=32_768)
+    #: Thinking depth (Gemini 3; OpenAI's reasoning effort).
+    level: Literal["minimal", "low", "medium", "high"] | None = None
+    #: Stream thought summaries as `reasoning` events.
+    include_thoughts: bool | None = None
+
+
+class Tool(_Input):
+    """A function the model may call; the client runs it (`tool_call` event)."""
+
+    name: ToolName
+    description: str | None = Field(default=None, max_length=8_000)
+    #: The arguments' JSON Schema: an object schema.
+    parameters: dict[str, Any] | None = None
+
+    @model_validator(mode="after")
+    def _object_schema(self) -> Tool:
+        if self.parameters is not None and self.parameters.get("type", "object") != "object":
+            raise ValueError("`parameters` must be a JSON Schema of `type: object`")
+        return self
+
+
+class NamedToolChoice(_Input):
+    """Make the model call this tool."""
+
+    name: ToolName
+
+
+ToolChoice = Literal["auto", "none", "required"] | NamedToolChoice
 
 
 Fault = Literal[
@@ -258,6 +458,8 @@ class SimulationOptions(_Input):
     chunks: int | None = Field(default=None, ge=0, le=10_000)
     delay_ms: float | None = Field(default=None, ge=0, le=60_000)
     first_delay_ms: float | None = Field(default=None, ge=0, le=600_000)
+    #: Answer in Markdown (the gateway's `GEMINI_SSE_FAKE_MARKDOWN` otherwise).
+    markdown: bool | None = None
 
 
 class StreamRequest(_Input):
@@ -297,6 +499,11 @@ class StreamRequest(_Input):
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: list[Text] | None = Field(default=None, max_length=16)
     separators: bool | None = None
+    thinking: ThinkingOptions | None = None
+    tools: list[Tool] | None = Field(default=None, max_length=128)
+    tool_choice: ToolChoice | None = None
+    #: Ground the answer in Google Search; its sources come as `source` events.
+    grounding: bool | None = None
     simulation: SimulationOptions | None = None
 
     def conversation(self) -> list[ChatMessage]:

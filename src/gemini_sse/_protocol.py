@@ -38,8 +38,13 @@ from ._models import (
     ErrorEvent,
     ErrorInfo,
     Event,
+    ReasoningEvent,
     SimulationOptions,
+    SourceEvent,
+    ThinkingOptions,
     TokenEvent,
+    Tool,
+    ToolCallEvent,
     Usage,
     parse_event,
 )
@@ -66,6 +71,10 @@ class StreamOptions(TypedDict, total=False):
     stop: Sequence[str] | None
     separators: bool | None  # send `separator` events (the gateway's setting if None)
     simulation: SimulationOptions | Mapping[str, Any] | None  # the simulated model only
+    thinking: ThinkingOptions | Mapping[str, Any] | None  # budget, level, include_thoughts
+    tools: Sequence[Tool | Mapping[str, Any]] | None  # functions the model may call
+    tool_choice: str | Mapping[str, Any] | None  # auto, none, required, or {"name": ...}
+    grounding: bool | None  # ground the answer in Google Search (`source` events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +88,21 @@ class Completion:
     @property
     def usage(self) -> Usage | None:
         return self.done.usage
+
+    @property
+    def reasoning(self) -> str:
+        """The thought summary (`reasoning` events), joined; empty without one."""
+        return "".join(e.text for e in self.events if isinstance(e, ReasoningEvent))
+
+    @property
+    def tool_calls(self) -> list[ToolCallEvent]:
+        """The tool calls the model made, to run and answer in the next request."""
+        return [e for e in self.events if isinstance(e, ToolCallEvent)]
+
+    @property
+    def sources(self) -> list[SourceEvent]:
+        """The sources the answer is grounded in."""
+        return [e for e in self.events if isinstance(e, SourceEvent)]
 
 
 def request_body(messages: Messages | None, options: StreamOptions) -> dict[str, Any]:
@@ -95,10 +119,17 @@ def request_body(messages: Messages | None, options: StreamOptions) -> dict[str,
         body["messages"] = [{"role": "user", "content": messages}]
     elif messages is not None:
         body["messages"] = [
-            m.model_dump() if isinstance(m, ChatMessage) else dict(m) for m in messages
+            m.model_dump(exclude_none=True) if isinstance(m, ChatMessage) else dict(m)
+            for m in messages
         ]
-    if isinstance(simulation := body.get("simulation"), SimulationOptions):
-        body["simulation"] = simulation.model_dump(exclude_none=True)
+    for name in ("simulation", "thinking", "tool_choice"):
+        if isinstance(value := body.get(name), BaseModel):
+            body[name] = value.model_dump(exclude_none=True)
+    if "tools" in body:
+        body["tools"] = [
+            t.model_dump(exclude_none=True) if isinstance(t, Tool) else dict(t)
+            for t in body["tools"]
+        ]
     if "stop" in body:
         body["stop"] = list(body["stop"])
     return body

@@ -29,6 +29,9 @@ Scenario = Literal[
     "prompt_block",  # no candidates at all: promptFeedback.blockReason = SAFETY
     "slow_first",  # the normal answer after a long pause before the first chunk
     "hang",  # headers (if any), then nothing until the client gives up
+    "thinking",  # thought-summary parts (`THOUGHTS`), then the answer
+    "tool_call",  # a function call (`TOOL_CALL`) instead of text, finish reason STOP
+    "grounding",  # the answer, the last chunk carrying grounding metadata (`SOURCES`)
 ]
 
 SCENARIOS: tuple[Scenario, ...] = (
@@ -43,11 +46,23 @@ SCENARIOS: tuple[Scenario, ...] = (
     "prompt_block",
     "slow_first",
     "hang",
+    "thinking",
+    "tool_call",
+    "grounding",
 )
 
 # The normal answer; non-ASCII on purpose.
 ANSWER: tuple[str, ...] = ("Hello", ", caf\u00e9", " world", " \u2014 done.")
 USAGE = {"input": 7, "output": 9, "total": 16}
+# What the rich scenarios send: thoughts, one function call, two web sources.
+THOUGHTS: tuple[str, ...] = ("Thinking about caf\u00e9s. ", "Checking the map.")
+THOUGHT_TOKENS = 11
+TOOL_CALL = {"name": "get_weather", "args": {"city": "Z\u00fcrich", "days": 2}}
+THOUGHT_SIGNATURE = b"emulated-signature-\x00\x01"
+SOURCES: tuple[tuple[str, str], ...] = (
+    ("https://example.com/cafes", "Caf\u00e9s"),
+    ("https://example.com/world", "World"),
+)
 RETRY_AFTER_S = 2.0
 ERROR_MESSAGES = {
     "rate_limit": "Resource exhausted: quota exceeded (emulated).",

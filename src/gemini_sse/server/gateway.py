@@ -33,8 +33,9 @@ from typing import Any
 import anyio
 
 from .._exceptions import RequestRejected
-from .._models import ErrorCode, ErrorInfo, StreamRequest
+from .._models import ChatMessage, ErrorCode, ErrorInfo, NamedToolChoice, StreamRequest
 from .auth import Caller, KeyRing
+from .media import Media, MediaError, check_media
 from .memory import IdleRelease
 from .metrics import ChunkGaps, Metrics
 from .pipeline import Generation, PipelineEvent, RetryPolicy, Timeouts
@@ -146,13 +147,16 @@ class Gateway:
         total = 0
         for turn in turns:
             # Blank messages were refused when the body was read (`_models.Content`).
-            if len(turn.content) > s.max_message_chars:
+            size = len(turn.text) + sum(len(c.arguments) for c in turn.tool_calls or ())
+            if size > s.max_message_chars:
                 raise _too_large(f"A message may have at most {s.max_message_chars} characters.")
-            total += len(turn.content)
+            total += size
         if total > s.max_total_chars:
             raise _too_large(f"Messages may have at most {s.max_total_chars} characters in all.")
         if not any(turn.role == "user" for turn in turns):
             raise _invalid("The conversation needs at least one user message.")
+        media = self._media(turns)
+        _check_tools(body, turns)
         model = body.model or s.model
         allowed = s.allowed_models()
         if model not in allowed:
@@ -173,7 +177,34 @@ class Gateway:
             top_p=body.top_p,
             stop=body.stop,
             simulation=body.simulation,
+            thinking=body.thinking,
+            tools=body.tools or (),
+            tool_choice=body.tool_choice,
+            grounding=bool(body.grounding),
+            media=media,
         )
+
+    def _media(self, turns: Sequence[ChatMessage]) -> dict[int, list[Media]]:
+        """Every message's images and files, checked: 413 or 422 for one that is not."""
+        s = self.settings
+        media: dict[int, list[Media]] = {}
+        count = 0
+        for position, turn in enumerate(turns):
+            for part in turn.media:
+                count += 1
+                if count > s.max_media_parts:
+                    raise _too_large(f"At most {s.max_media_parts} images and files are accepted.")
+                try:
+                    checked = check_media(
+                        part,
+                        types=s.media_types,
+                        schemes=s.media_url_schemes,
+                        max_bytes=s.max_media_bytes,
+                    )
+                except MediaError as exc:
+                    raise (_too_large if exc.too_large else _invalid)(str(exc)) from None
+                media.setdefault(position, []).append(checked)
+        return media
 
     async def admit(
         self,
@@ -334,7 +365,7 @@ class Gateway:
             "output_tokens": output_tokens if usage is not None else None,
         }
         if run.answer is not None:
-            line["messages"] = [m.model_dump() for m in generation.request.messages]
+            line["messages"] = [_loggable(m) for m in generation.request.messages]
             line["answer"] = "".join(run.answer)
         logger.info("stream finished", extra=line)
         if not self.runs:
@@ -374,6 +405,35 @@ class Gateway:
         )
         for generation in list(self.live):
             generation.interrupt(info)
+
+
+def _loggable(message: ChatMessage) -> dict[str, Any]:
+    """A message for the content log: inline media as its type and size, not its bytes."""
+    dumped = message.model_dump(exclude_none=True)
+    for part in dumped["content"] if isinstance(dumped.get("content"), list) else ():
+        url = part.get("url", "")
+        if url.startswith("data:"):
+            part["url"] = f"{url.partition(',')[0]},... ({len(url)} characters)"
+    return dumped
+
+
+def _check_tools(body: StreamRequest, turns: Sequence[ChatMessage]) -> None:
+    """Tool options that make sense together, and tool results that answer a call."""
+    names = [tool.name for tool in body.tools or ()]
+    if len(set(names)) != len(names):
+        raise _invalid("Each tool needs a name of its own.")
+    if body.tool_choice is not None and not names:
+        raise _invalid("`tool_choice` needs `tools`.")
+    if isinstance(body.tool_choice, NamedToolChoice) and body.tool_choice.name not in names:
+        raise _invalid(f"`tool_choice` names {body.tool_choice.name!r}, which is not in `tools`.")
+    calls: set[str] = set()
+    for turn in turns:
+        calls.update(call.call_id for call in turn.tool_calls or ())
+        if turn.tool_call_id is not None and turn.tool_call_id not in calls:
+            raise _invalid(
+                f"The tool result for {turn.tool_call_id!r} answers no earlier assistant "
+                "`tool_calls`."
+            )
 
 
 def _invalid(message: str) -> RequestRejected:

@@ -21,17 +21,12 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .._models import NOT_BLANK, DoneEvent, ErrorEvent, SeparatorEvent, TokenEvent
+from .._models import EVENT_TYPES, NOT_BLANK
 from .openai.models import REFUSED, REFUSED_IN_MESSAGES
 from .settings import Settings
 from .streams import LAST_EVENT_ID_PATTERN
 
-_EVENTS: dict[str, type[BaseModel]] = {
-    "token": TokenEvent,
-    "separator": SeparatorEvent,
-    "done": DoneEvent,
-    "error": ErrorEvent,
-}
+_EVENTS: dict[str, type[BaseModel]] = dict(EVENT_TYPES)
 _REF = "#/components/schemas/{model}"
 
 

@@ -3,9 +3,11 @@
 `Generation.events()` drives a provider and yields the shared event models without ids
 (the wire encoder numbers them): `TokenEvent` per text delta, `SeparatorEvent` after each
 upstream chunk that carried text, and exactly one terminal event, `DoneEvent` or
-`ErrorEvent`, whatever happens upstream. It owns the stream's clock: first-token, idle
-and total timeouts, interruption (shutdown, cancel), and the retry of retryable upstream
-errors before the first chunk.
+`ErrorEvent`, whatever happens upstream. What chunks carry besides text (`parts.py`)
+comes as `ReasoningEvent`s and `ToolCallDeltaEvent`s where it arrives, and as whole
+`ToolCallEvent`s and `SourceEvent`s just before `done`. It owns the stream's clock:
+first-token, idle and total timeouts, interruption (shutdown, cancel), and the retry of
+retryable upstream errors before the first chunk.
 
 The per-chunk path is the gateway's hot path (docs/benchmarks.md): per chunk it stores a
 deadline instead of rescheduling a timer, adds usage as plain ints, and builds only the
@@ -29,17 +31,31 @@ from .._models import (
     ErrorCode,
     ErrorEvent,
     ErrorInfo,
+    ReasoningEvent,
     SeparatorEvent,
+    SourceEvent,
     TokenEvent,
+    ToolCallDeltaEvent,
+    ToolCallEvent,
     Usage,
 )
 from .deadline import Deadline
+from .parts import AnswerParts, blocked_category
 from .providers import Fallback, ModelRequest, Provider
 from .upstream import map_upstream_error
 
 logger = logging.getLogger("gemini_sse.pipeline")
 
-PipelineEvent = TokenEvent | SeparatorEvent | DoneEvent | ErrorEvent
+PipelineEvent = (
+    TokenEvent
+    | ReasoningEvent
+    | ToolCallDeltaEvent
+    | ToolCallEvent
+    | SourceEvent
+    | SeparatorEvent
+    | DoneEvent
+    | ErrorEvent
+)
 
 # Finish reasons that mean the answer was withheld, not finished (Gemini and OpenAI names).
 _BLOCKED = frozenset(
@@ -125,6 +141,8 @@ class Generation:
         # input, output, total, cached input, reasoning output tokens
         self._usage: list[int] | None = None
         self.finish_reason: str | None = None  # as in `done`, once the model said it
+        # Thoughts, tool calls and sources (the text too, when sources may cite it).
+        self.parts = AnswerParts(keep_text=request.grounding)
         self._interrupt: ErrorInfo | None = None
         self._clock: Deadline | None = None
         self._woken = asyncio.Event()  # set by `interrupt`: ends a retry's wait early
@@ -169,6 +187,8 @@ class Generation:
         started = loop.time()
         total_deadline = started + self.timeouts.total
         finish_reason: str | None = None
+        finish_metadata: dict[str, object] = {}  # the chunk's that said why it finished
+        parts = self.parts
         attempt = 0
         attempt_started = started  # a fallback target gets a first-token window of its own
         unyielded = 0  # chunks handled since this generation last let the loop run
@@ -196,18 +216,30 @@ class Generation:
                             raise
                         finally:
                             clock.waiting = False
-                        if reason := chunk.response_metadata.get("finish_reason"):
+                        metadata = chunk.response_metadata
+                        if reason := metadata.get("finish_reason"):
                             finish_reason = str(reason)
+                            finish_metadata = metadata
+                        if "grounding_metadata" in metadata:
+                            parts.note(metadata)
                         if usage := chunk.usage_metadata:
                             self._add_usage(usage)
-                        # `.text` also flattens lists of content blocks; a str is the text.
                         content = chunk.content
-                        text = content if type(content) is str else chunk.text
+                        if type(content) is str and not chunk.tool_call_chunks:
+                            text = content  # most chunks: plain text and nothing else
+                        else:
+                            text, extra = parts.read(chunk)
+                            for event in extra:
+                                if self.ttft_s is None:
+                                    self.ttft_s = loop.time() - started
+                                yield event
                         if text:
                             if self.ttft_s is None:
                                 self.ttft_s = loop.time() - started
                             if self.on_token is not None:
                                 self.on_token(text)
+                            if parts.text is not None:
+                                parts.text.append(text)
                             yield TokenEvent(text=text)
                             if self.separators:
                                 yield SeparatorEvent(index=self.chunks)
@@ -258,7 +290,11 @@ class Generation:
             if self._interrupt is not None:
                 yield self._error(self._interrupt)
             else:
-                yield self._finish(finish_reason, loop.time() - started)
+                end = self._finish(finish_reason, finish_metadata, loop.time() - started)
+                if type(end) is DoneEvent:
+                    for closing in parts.closing():
+                        yield closing
+                yield end
         except (asyncio.CancelledError, GeneratorExit):
             if self.outcome is None:
                 self.outcome = "client_disconnect"
@@ -325,20 +361,28 @@ class Generation:
             return None
         return delay
 
-    def _finish(self, finish_reason: str | None, elapsed: float) -> PipelineEvent:
+    def _finish(
+        self, finish_reason: str | None, metadata: dict[str, object], elapsed: float
+    ) -> DoneEvent | ErrorEvent:
         reason = (finish_reason or "").lower().removeprefix("finish_reason_")
-        if reason in _BLOCKED or self.ttft_s is None:
+        answered = self.chunks > 0 or self.parts.tool_calls > 0
+        if reason in _BLOCKED or not answered:
+            category = None
             if reason in _BLOCKED:
                 why = "The model's safety filters withheld the answer."
+                category = blocked_category(metadata, reason)
             elif _FINISH.get(reason) == "length":
                 # Thinking models spend output tokens before they write: a small budget
                 # can run out with nothing to show.
                 why = "The model reached max_output_tokens before writing any text; raise it."
             else:
                 why = "The model returned no text; the prompt may have been blocked."
-            return self._error(ErrorInfo(code=ErrorCode.CONTENT_BLOCKED, message=why))
+            info = ErrorInfo(code=ErrorCode.CONTENT_BLOCKED, message=why, category=category)
+            return self._error(info)
         self.outcome = "done"
         self.finish_reason = _FINISH.get(reason, reason or "stop")
+        if self.parts.tool_calls and self.finish_reason == "stop":
+            self.finish_reason = "tool_calls"  # the client has calls to run
         return DoneEvent(
             finish_reason=self.finish_reason,
             usage=self.usage,
@@ -358,4 +402,5 @@ class Generation:
             retry_after=info.retry_after,
             request_id=self.request_id or info.request_id,
             usage=self.usage,
+            category=info.category,
         )

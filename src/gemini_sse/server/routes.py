@@ -50,7 +50,9 @@ _ERRORS: dict[int | str, dict[str, object]] = {
 }
 _SSE_RESPONSE: dict[int | str, dict[str, object]] = {
     200: {
-        "description": "An event stream of `token`, `separator`, then `done` or `error`.",
+        "description": "An event stream: `reasoning`, `token`, `separator` and "
+        "`tool_call_delta` as they come, then `tool_call` and `source`, then `done` or "
+        "`error` (docs/protocol.md).",
         "content": {"text/event-stream": {"schema": {"type": "string"}}},
     },
     **_ERRORS,

@@ -88,6 +88,30 @@ class Settings(BaseSettings):
     max_message_chars: int = Field(default=100_000, ge=1)
     max_total_chars: int = Field(default=400_000, ge=1)
     max_output_tokens: int = Field(default=8192, ge=1)
+    # Images and files in requests (`data:` URLs count against max_body_bytes too).
+    max_media_bytes: int = Field(default=7_000_000, ge=0)
+    max_media_parts: int = Field(default=16, ge=0)
+    media_types: CommaList = Field(
+        default_factory=lambda: [
+            "image/png",
+            "image/jpeg",
+            "image/webp",
+            "image/heic",
+            "image/heif",
+            "application/pdf",
+            "audio/wav",
+            "audio/mp3",
+            "audio/mpeg",
+            "audio/aac",
+            "audio/ogg",
+            "audio/flac",
+            "video/mp4",
+            "video/webm",
+            "text/plain",
+        ]
+    )
+    # Fetch by URL: the schemes a media part's `url` may use besides `data:`.
+    media_url_schemes: CommaList = Field(default_factory=lambda: ["https", "gs"])
 
     # --- browsers -------------------------------------------------------------------------
     cors_origins: CommaList = Field(default_factory=list)
@@ -116,6 +140,8 @@ class Settings(BaseSettings):
     fake_jitter_ms: float = Field(default=0.0, ge=0)
     fake_fault: Fault | None = None
     fake_fail_after: int = Field(default=0, ge=0)
+    # Answer in Markdown (headings, lists, code, links) instead of plain words.
+    fake_markdown: bool = False
 
     # --- Vertex AI (provider `vertex`) ------------------------------------------------------
     vertex_project: str | None = None
@@ -152,7 +178,15 @@ class Settings(BaseSettings):
     # (docs/frontends.md). 6 also serves the SDK's later versions.
     aisdk_version: int = Field(default=6, ge=5, le=6)
 
-    @field_validator("models", "fallback", "cors_origins", "api_keys", mode="before")
+    @field_validator(
+        "models",
+        "fallback",
+        "cors_origins",
+        "api_keys",
+        "media_types",
+        "media_url_schemes",
+        mode="before",
+    )
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_commas(value)

@@ -6,20 +6,33 @@ sees that protocol, so the simulated model and Gemini are driven the same way.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+import base64
+import json
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from langchain_core.language_models import BaseChatModel
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import (
     AIMessage,
     AIMessageChunk,
     BaseMessage,
     HumanMessage,
     SystemMessage,
+    ToolMessage,
 )
+from langchain_core.runnables import Runnable
 
-from ..._models import ChatMessage, SimulationOptions
+from ..._models import (
+    ChatMessage,
+    NamedToolChoice,
+    SimulationOptions,
+    ThinkingOptions,
+    Tool,
+    ToolChoice,
+)
+from ..media import Media
+from ..parts import SIGNATURES_KEY
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,6 +46,12 @@ class ModelRequest:
     top_p: float | None = None
     stop: Sequence[str] | None = None
     simulation: SimulationOptions | None = None
+    thinking: ThinkingOptions | None = None
+    tools: Sequence[Tool] = ()
+    tool_choice: ToolChoice | None = None
+    grounding: bool = False
+    #: The checked images and files of each message, by the message's position.
+    media: Mapping[int, Sequence[Media]] = field(default_factory=dict)
 
 
 class Provider(Protocol):
@@ -50,14 +69,80 @@ class Provider(Protocol):
         ...
 
 
-def to_langchain(messages: Sequence[ChatMessage]) -> list[BaseMessage]:
-    """Our roles to LangChain's message classes."""
-    kinds: dict[str, type[BaseMessage]] = {
-        "system": SystemMessage,
-        "user": HumanMessage,
-        "assistant": AIMessage,
+def media_block(media: Media) -> dict[str, Any]:
+    """A media part as LangChain's standard content block (`image` or `file`)."""
+    block: dict[str, Any] = {"type": media.kind, "mime_type": media.mime_type}
+    if media.data is not None:
+        block["base64"] = base64.b64encode(media.data).decode()
+    else:
+        block["url"] = media.url
+    return block
+
+
+def to_langchain(request: ModelRequest, media_block: Any = media_block) -> list[BaseMessage]:
+    """Our messages to LangChain's message classes.
+
+    Tool results are named after their call (Gemini answers a function by name), and a
+    call's thought signature goes where LangChain's Gemini models look for it.
+    """
+    names: dict[str, str] = {}  # call id -> function name, from the history so far
+    messages: list[BaseMessage] = []
+    for position, m in enumerate(request.messages):
+        match m.role:
+            case "system":
+                messages.append(SystemMessage(content=m.text))
+            case "user":
+                media = request.media.get(position, ())
+                if not media:
+                    messages.append(HumanMessage(content=m.text))
+                    continue
+                blocks: list[str | dict[str, Any]] = []
+                if m.text:
+                    blocks.append({"type": "text", "text": m.text})
+                blocks.extend(media_block(item) for item in media)
+                messages.append(HumanMessage(content=blocks))
+            case "assistant":
+                calls = m.tool_calls or []
+                names.update((call.call_id, call.name) for call in calls)
+                signatures = {c.call_id: c.signature for c in calls if c.signature}
+                messages.append(
+                    AIMessage(
+                        content=m.text,
+                        tool_calls=[
+                            {"id": c.call_id, "name": c.name, "args": json.loads(c.arguments)}
+                            for c in calls
+                        ],
+                        additional_kwargs={SIGNATURES_KEY: signatures} if signatures else {},
+                    )
+                )
+            case "tool":
+                assert m.tool_call_id is not None  # the model's validator holds it
+                messages.append(
+                    ToolMessage(
+                        content=m.text,
+                        tool_call_id=m.tool_call_id,
+                        name=names.get(m.tool_call_id),
+                    )
+                )
+    return messages
+
+
+def tool_schema(tool: Tool) -> dict[str, Any]:
+    """A tool in the OpenAI function format, which every LangChain chat model binds."""
+    function: dict[str, Any] = {
+        "name": tool.name,
+        "parameters": tool.parameters or {"type": "object", "properties": {}},
     }
-    return [kinds[m.role](content=m.content) for m in messages]
+    if tool.description:
+        function["description"] = tool.description
+    return {"type": "function", "function": function}
+
+
+def tool_choice_option(choice: ToolChoice | None) -> str | dict[str, Any] | None:
+    """`tool_choice` as `bind_tools` takes it (OpenAI's spelling)."""
+    if isinstance(choice, NamedToolChoice):
+        return {"type": "function", "function": {"name": choice.name}}
+    return choice
 
 
 class LangChainProvider:
@@ -93,15 +178,33 @@ class LangChainProvider:
             chat = self._models[model] = self.build_model(model)
         return chat
 
-    def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+    def bound_model(
+        self, request: ModelRequest
+    ) -> BaseChatModel | Runnable[LanguageModelInput, Any]:
+        """The model for `request`, with its tools bound (a binding per request)."""
         chat = self.chat_model(request.model)
+        if not request.tools:
+            return chat
+        tools = [tool_schema(tool) for tool in request.tools]
+        options: dict[str, Any] = {}
+        if (choice := tool_choice_option(request.tool_choice)) is not None:
+            options["tool_choice"] = choice
+        return chat.bind_tools(tools, **options)
+
+    def messages(self, request: ModelRequest) -> list[BaseMessage]:
+        """The request's conversation for this provider's model."""
+        return to_langchain(request)
+
+    def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+        model = self.bound_model(request)
         stop = list(request.stop) if request.stop else None
         # LangChain's own generator, handed on as it is: a chat model streams
         # AIMessageChunks, and one generator less is a few us less per chunk
         # (docs/benchmarks.md). Closing it (the pipeline does) closes the upstream call.
-        return chat.astream(
-            to_langchain(request.messages), stop=stop, **self.invoke_options(request)
+        stream: AsyncIterator[AIMessageChunk] = model.astream(
+            self.messages(request), stop=stop, **self.invoke_options(request)
         )
+        return stream
 
     async def aclose(self) -> None:
         self._models.clear()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import random
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -16,13 +17,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, ToolMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable
+from langchain_core.utils.function_calling import convert_to_openai_tool
 from pydantic import ConfigDict, Field
 
-from ..._models import Fault, SimulationOptions
+from ..._models import Fault, SimulationOptions, ThinkingOptions
 from ..settings import Settings
 from .base import LangChainProvider, ModelRequest
 
@@ -34,28 +37,90 @@ _WORDS = (
 ).split()
 
 
-def iter_answer(prompt: str, chunks: int, chunk_chars: int) -> Iterator[str]:
+def _seeded(prompt: str) -> random.Random:
+    return random.Random(int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big"))
+
+
+def _plain(rng: random.Random) -> Iterator[str]:
+    """Words joined by single spaces."""
+    yield rng.choice(_WORDS)
+    while True:
+        yield " " + rng.choice(_WORDS)
+
+
+def _markdown(rng: random.Random) -> Iterator[str]:
+    """Markdown with a bit of everything a page must render: headings, emphasis, code, links."""
+
+    def word() -> str:
+        return rng.choice(_WORDS)
+
+    while True:
+        yield f"## {word().capitalize()} {word()}\n\n"
+        yield f"The {word()} {word()} **{word()}** and `{word()}` {word()}.\n\n"
+        yield f"- {word()} {word()}\n- {word()} *{word()}*\n\n"
+        yield f"```python\nprint({word()!r})\n```\n\n"
+        yield f"See [{word()}](https://example.org/{rng.randrange(1000)}).\n\n"
+
+
+def iter_answer(
+    prompt: str, chunks: int, chunk_chars: int, *, markdown: bool = False
+) -> Iterator[str]:
     """The chunks the simulated model streams for `prompt`, made as they are asked for.
 
     Same prompt, same chunks; a shorter answer is a prefix of a longer one. Lazy, so that a
     long answer costs memory for one chunk at a time, not for the whole text.
     """
-    seed = int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:8], "big")
-    rng = random.Random(seed)
-    text = ""  # made but not yet sent: the words joined by single spaces
-    started = False
+    pieces = (_markdown if markdown else _plain)(_seeded(prompt))
+    text = ""  # made but not yet sent
     for _ in range(max(0, chunks)):
         while len(text) < chunk_chars:
-            word = rng.choice(_WORDS)
-            text = f"{text} {word}" if started else word
-            started = True
+            text += next(pieces)
         yield text[:chunk_chars]
         text = text[chunk_chars:]
 
 
-def simulated_answer(prompt: str, chunks: int, chunk_chars: int) -> list[str]:
+def simulated_answer(
+    prompt: str, chunks: int, chunk_chars: int, *, markdown: bool = False
+) -> list[str]:
     """Every chunk of the simulated answer to `prompt` (for tests and small answers)."""
-    return list(iter_answer(prompt, chunks, chunk_chars))
+    return list(iter_answer(prompt, chunks, chunk_chars, markdown=markdown))
+
+
+def simulated_thoughts(prompt: str) -> list[str]:
+    """The thought summary the simulated model streams (`thinking.include_thoughts`)."""
+    rng = _seeded("thoughts\n" + prompt)
+    return [
+        f"Reading the question: it is about {rng.choice(_WORDS)}. ",
+        f"Weighing {rng.choice(_WORDS)} against {rng.choice(_WORDS)}. ",
+        "Writing the answer.",
+    ]
+
+
+def simulated_arguments(schema: dict[str, Any] | None, prompt: str) -> dict[str, Any]:
+    """Arguments that fit a tool's JSON Schema: each required property (else each one)."""
+    rng = _seeded("arguments\n" + prompt)
+    schema = schema or {}
+    properties: dict[str, Any] = schema.get("properties") or {}
+    arguments: dict[str, Any] = {}
+    for name in schema.get("required") or list(properties):
+        spec = properties.get(name) or {}
+        if spec.get("enum"):
+            arguments[name] = spec["enum"][0]
+            continue
+        match spec.get("type"):
+            case "integer":
+                arguments[name] = rng.randint(1, 9)
+            case "number":
+                arguments[name] = rng.randint(1, 99) / 4
+            case "boolean":
+                arguments[name] = True
+            case "array":
+                arguments[name] = []
+            case "object":
+                arguments[name] = {}
+            case _:
+                arguments[name] = rng.choice(_WORDS)
+    return arguments
 
 
 class SimulatedUpstreamError(Exception):
@@ -100,6 +165,10 @@ class _Plan:
     fault: Fault | None
     fail_after: int
     input_tokens: int
+    markdown: bool = False
+    thoughts: tuple[str, ...] = ()
+    call: tuple[str, str] | None = None  # a tool call to make: name, arguments (JSON)
+    grounding: bool = False
 
 
 class SimulatedChatModel(BaseChatModel):
@@ -115,19 +184,42 @@ class SimulatedChatModel(BaseChatModel):
     jitter_ms: float = 0.0
     fault: Fault | None = None
     fail_after: int = 0
+    markdown: bool = False
     stats: SimulationStats = Field(default_factory=SimulationStats, exclude=True)
 
     @property
     def _llm_type(self) -> str:
         return "gemini-sse-simulated"
 
-    def _plan(self, messages: list[BaseMessage], options: SimulationOptions | None) -> _Plan:
-        o = options or SimulationOptions()
-        prompt = "\n".join(str(m.content) for m in messages)
+    def bind_tools(
+        self,
+        tools: Sequence[dict[str, Any] | type | Any],
+        *,
+        tool_choice: str | dict[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> Runnable[LanguageModelInput, AIMessage]:
+        """Tools it can call: it calls one unless the last message is a tool's result."""
+        formatted = [convert_to_openai_tool(tool) for tool in tools]
+        return self.bind(tools=formatted, tool_choice=tool_choice, **kwargs)
+
+    def _plan(self, messages: list[BaseMessage], kwargs: dict[str, Any]) -> _Plan:
+        o: SimulationOptions = kwargs.get("simulation") or SimulationOptions()
+        prompt = "\n".join(_describe(m) for m in messages)
         chunks = self.chunks if o.chunks is None else o.chunks
         fault = o.fault if o.fault is not None else self.fault
         fail_after = o.fail_after if o.fail_after is not None else self.fail_after
+        thinking: ThinkingOptions | None = kwargs.get("thinking")
+        thoughts: tuple[str, ...] = ()
+        if thinking is not None and thinking.include_thoughts and thinking.budget != 0:
+            thoughts = tuple(simulated_thoughts(prompt))
+        call = None
+        if not (messages and isinstance(messages[-1], ToolMessage)):
+            call = _choose_call(kwargs.get("tools") or [], kwargs.get("tool_choice"), prompt)
         return _Plan(
+            markdown=self.markdown if o.markdown is None else o.markdown,
+            thoughts=thoughts,
+            call=call,
+            grounding=bool(kwargs.get("grounding")),
             prompt=prompt,
             chunks=chunks,
             chunk_chars=self.chunk_chars,
@@ -140,56 +232,112 @@ class SimulatedChatModel(BaseChatModel):
             input_tokens=max(1, len(prompt) // 4),
         )
 
-    def _steps(self, plan: _Plan) -> Iterator[tuple[float, ChatGenerationChunk | Exception | None]]:
-        """What to do, in order: (pause in seconds, chunk to emit / error to raise / hang)."""
-        rng = random.Random(plan.chunks)
+    def _messages(self, plan: _Plan) -> Iterator[AIMessageChunk]:
+        """The answer's chunks, unfinished: thoughts, then the text or a tool call."""
+        for thought in plan.thoughts:
+            tokens = (len(thought) + 3) // 4
+            yield AIMessageChunk(
+                content=[{"type": "thinking", "thinking": thought}],
+                usage_metadata=UsageMetadata(
+                    input_tokens=0,
+                    output_tokens=tokens,
+                    total_tokens=tokens,
+                    output_token_details={"reasoning": tokens},
+                ),
+            )
         count = plan.chunks
         if plan.fault is not None:
             count = min(count, plan.fail_after)
         if plan.fault == "empty":
             count = 0
-        texts = iter_answer(plan.prompt, count, plan.chunk_chars)
-        for index, text in enumerate(texts):
-            pause = plan.first_delay_s if index == 0 else plan.delay_s
+        if plan.call is not None:
+            # Streamed in two pieces, as OpenAI streams a call's arguments.
+            name, arguments = plan.call
+            middle = len(arguments) // 2
+            call_id = "call_" + hashlib.sha256(plan.prompt.encode()).hexdigest()[:24]
+            yield AIMessageChunk(
+                content="",
+                tool_call_chunks=[
+                    {"id": call_id, "name": name, "args": arguments[:middle], "index": 0}
+                ],
+            )
+            yield AIMessageChunk(
+                content="",
+                tool_call_chunks=[
+                    {"id": None, "name": None, "args": arguments[middle:], "index": 0}
+                ],
+            )
+            return
+        for text in iter_answer(plan.prompt, count, plan.chunk_chars, markdown=plan.markdown):
+            yield AIMessageChunk(content=text)
+
+    def _steps(self, plan: _Plan) -> Iterator[tuple[float, ChatGenerationChunk | Exception | None]]:
+        """What to do, in order: (pause in seconds, chunk to emit / error to raise / hang)."""
+        rng = random.Random(plan.chunks)
+        sent = 0  # chunks so far; the first waits `first_delay_s`, the rest `delay_s`
+        answer: list[str] = []  # kept only for grounding's citations
+        messages = self._messages(plan)
+        message = next(messages, None)
+        while message is not None:
+            following = next(messages, None)
+            pause = plan.first_delay_s if sent == 0 else plan.delay_s
             if plan.jitter_s:
                 pause += rng.uniform(0, plan.jitter_s)
-            last = index == count - 1 and plan.fault is None
-            input_tokens = plan.input_tokens if index == 0 else 0
-            yield pause, self._chunk(text, input_tokens, "STOP" if last else None)
-        pause = plan.first_delay_s if not count else plan.delay_s
-        input_tokens = 0 if count else plan.input_tokens
+            metadata: dict[str, Any] = {}
+            if plan.grounding and message.text and len(answer) < 2:
+                answer.append(message.text)
+            if following is None and plan.fault is None:
+                metadata["finish_reason"] = "STOP"
+                if plan.grounding:
+                    metadata["grounding_metadata"] = _grounding(plan.prompt, answer)
+            yield pause, self._finished(message, plan.input_tokens if sent == 0 else 0, metadata)
+            sent += 1
+            message = following
+        pause = plan.first_delay_s if not sent else plan.delay_s
+        input_tokens = 0 if sent else plan.input_tokens
         match plan.fault:
             case None:
-                if not count:  # zero chunks asked for: an empty answer, like "empty"
+                if not sent:  # zero chunks asked for: an empty answer, like "empty"
                     yield pause, self._chunk("", input_tokens, "STOP")
             case "hang":
                 yield pause, None
             case "drop":
                 yield pause, SimulatedDisconnect("simulated upstream closed the connection")
             case "safety":
-                yield pause, self._chunk("", input_tokens, "SAFETY")
+                chunk = self._chunk("", input_tokens, "SAFETY")
+                chunk.message.response_metadata["safety_ratings"] = [
+                    {"category": "HARM_CATEGORY_DANGEROUS_CONTENT", "blocked": True}
+                ]
+                yield pause, chunk
             case "empty":
                 yield pause, self._chunk("", input_tokens, None)
             case _:
-                status, message, retry_after = _FAULT_ERRORS[plan.fault]
-                yield pause, SimulatedUpstreamError(status, message, retry_after)
+                status, message_text, retry_after = _FAULT_ERRORS[plan.fault]
+                yield pause, SimulatedUpstreamError(status, message_text, retry_after)
 
     @staticmethod
-    def _chunk(text: str, input_tokens: int, finish_reason: str | None) -> ChatGenerationChunk:
+    def _finished(
+        message: AIMessageChunk, input_tokens: int, metadata: dict[str, Any]
+    ) -> ChatGenerationChunk:
         # Usage comes with every chunk as that chunk's share (LangChain's convention:
         # adding up the chunks gives the totals), so usage is known mid-answer too.
-        output_tokens = (len(text) + 3) // 4
-        return ChatGenerationChunk(
-            message=AIMessageChunk(
-                content=text,
-                usage_metadata=UsageMetadata(
-                    input_tokens=input_tokens,
-                    output_tokens=output_tokens,
-                    total_tokens=input_tokens + output_tokens,
-                ),
-                response_metadata={"finish_reason": finish_reason} if finish_reason else {},
+        if message.usage_metadata is None:
+            arguments = sum(len(c.get("args") or "") for c in message.tool_call_chunks)
+            output_tokens = (len(message.text) + arguments + 3) // 4
+            message.usage_metadata = UsageMetadata(
+                input_tokens=0, output_tokens=output_tokens, total_tokens=output_tokens
             )
-        )
+        if input_tokens:
+            usage = message.usage_metadata
+            usage["input_tokens"] = input_tokens
+            usage["total_tokens"] += input_tokens
+        message.response_metadata.update(metadata)
+        return ChatGenerationChunk(message=message)
+
+    @classmethod
+    def _chunk(cls, text: str, input_tokens: int, finish_reason: str | None) -> ChatGenerationChunk:
+        metadata = {"finish_reason": finish_reason} if finish_reason else {}
+        return cls._finished(AIMessageChunk(content=text), input_tokens, metadata)
 
     async def _astream(
         self,
@@ -198,7 +346,7 @@ class SimulatedChatModel(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        plan = self._plan(messages, kwargs.get("simulation"))
+        plan = self._plan(messages, kwargs)
         self.stats.started += 1
         try:
             for pause, step in self._steps(plan):
@@ -225,7 +373,7 @@ class SimulatedChatModel(BaseChatModel):
     ) -> Iterator[ChatGenerationChunk]:
         # The synchronous path exists for the original threadpool pattern the
         # benchmark compares against; the gateway itself only uses `_astream`.
-        plan = self._plan(messages, kwargs.get("simulation"))
+        plan = self._plan(messages, kwargs)
         self.stats.started += 1
         for pause, step in self._steps(plan):
             if pause:
@@ -245,8 +393,61 @@ class SimulatedChatModel(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        text = "".join(str(c.message.content) for c in self._stream(messages, stop, **kwargs))
+        text = "".join(c.message.text for c in self._stream(messages, stop, **kwargs))
         return ChatResult(generations=[ChatGeneration(message=AIMessage(content=text))])
+
+
+def _describe(message: BaseMessage) -> str:
+    """A message as the simulated model reads it: its text, and what media it holds."""
+    if isinstance(message.content, str):
+        return message.content
+    described: list[str] = [str(message.text)]
+    for block in message.content:
+        if isinstance(block, dict) and block.get("type") in ("image", "file"):
+            size = len(block.get("base64") or "") * 3 // 4
+            where = f"{size} bytes" if "base64" in block else block.get("url")
+            described.append(f"[{block['type']} {block.get('mime_type')}: {where}]")
+    return "\n".join(described)
+
+
+def _choose_call(
+    tools: list[dict[str, Any]], choice: str | dict[str, Any] | None, prompt: str
+) -> tuple[str, str] | None:
+    """The call the simulated model makes: the named tool's, else the first tool's."""
+    if not tools or choice == "none":
+        return None
+    functions = [tool["function"] for tool in tools]
+    chosen = functions[0]
+    if isinstance(choice, dict):
+        name = choice.get("function", {}).get("name")
+        chosen = next((f for f in functions if f["name"] == name), chosen)
+    arguments = simulated_arguments(chosen.get("parameters"), prompt)
+    return chosen["name"], json.dumps(arguments, ensure_ascii=False)
+
+
+def _grounding(prompt: str, answer: list[str]) -> dict[str, Any]:
+    """Gemini's `grounding_metadata` for an answer: two sources, citing its first chunks."""
+    rng = _seeded("sources\n" + prompt)
+    topics = [rng.choice(_WORDS) for _ in range(2)]
+    supports = []
+    start = 0
+    for number, text in enumerate(answer[:2]):
+        end = start + len(text.encode())  # Gemini counts UTF-8 bytes
+        supports.append(
+            {
+                "segment": {"start_index": start, "end_index": end, "text": text},
+                "grounding_chunk_indices": [0] if number == 0 else [0, 1],
+            }
+        )
+        start = end
+    return {
+        "web_search_queries": [prompt[:60]],
+        "grounding_chunks": [
+            {"web": {"uri": f"https://example.org/{topic}", "title": f"About {topic}"}}
+            for topic in topics
+        ],
+        "grounding_supports": supports,
+    }
 
 
 class FakeProvider(LangChainProvider):
@@ -270,6 +471,7 @@ class FakeProvider(LangChainProvider):
             jitter_ms=s.fake_jitter_ms,
             fault=s.fake_fault,
             fail_after=s.fake_fail_after,
+            markdown=s.fake_markdown,
             stats=self.stats,
         )
 
@@ -277,6 +479,10 @@ class FakeProvider(LangChainProvider):
         options = super().invoke_options(request)
         if request.simulation is not None:
             options["simulation"] = request.simulation
+        if request.thinking is not None:
+            options["thinking"] = request.thinking
+        if request.grounding:
+            options["grounding"] = True
         return options
 
 
