@@ -100,11 +100,19 @@ def simulated_arguments(schema: dict[str, Any] | None, prompt: str) -> dict[str,
     """Arguments that fit a tool's JSON Schema: each required property (else each one)."""
     rng = _seeded("arguments\n" + prompt)
     schema = schema or {}
-    properties: dict[str, Any] = schema.get("properties") or {}
+    # Any JSON may come as a schema: what does not fit is left out, as a model would.
+    properties = schema.get("properties")
+    properties = properties if isinstance(properties, dict) else {}
+    required = schema.get("required")
+    names = required if isinstance(required, list) else list(properties)
     arguments: dict[str, Any] = {}
-    for name in schema.get("required") or list(properties):
-        spec = properties.get(name) or {}
-        if spec.get("enum"):
+    for name in names:
+        if not isinstance(name, str):
+            continue
+        spec = properties.get(name)
+        if not isinstance(spec, dict):
+            spec = {}
+        if isinstance(spec.get("enum"), list) and spec["enum"]:
             arguments[name] = spec["enum"][0]
             continue
         match spec.get("type"):
