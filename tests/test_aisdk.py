@@ -1,7 +1,9 @@
 """`/api/chat` read by the real Vercel AI SDK (`tests/js`, Node.js) against a real gateway.
 
 `tests/js/read_stream.mjs` reads an answer with the SDK's own `DefaultChatTransport` and
-`readUIMessageStream`, so every part passes the SDK's schema or the test sees its error.
+`readUIMessageStream`, so every part passes the SDK's schema or the test sees its error;
+`tests/js/chat_tools.mjs` runs the SDK's `AbstractChat` (what `useChat` wraps) with a tool
+that the page runs.
 """
 
 from __future__ import annotations
@@ -17,9 +19,25 @@ import httpx
 import pytest
 from pydantic import ValidationError
 
-from gemini_sse._models import DoneEvent, ErrorEvent, TokenEvent, Usage
+from gemini_sse._exceptions import RequestRejected
+from gemini_sse._models import (
+    Citation,
+    DoneEvent,
+    ErrorEvent,
+    ReasoningEvent,
+    SourceEvent,
+    TokenEvent,
+    ToolCallDeltaEvent,
+    ToolCallEvent,
+    Usage,
+)
 from gemini_sse.server.aisdk.encoding import UIMessageStreamEncoder
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.aisdk.models import ChatRequest
+from gemini_sse.server.providers.fake import (
+    expected_answer,
+    simulated_arguments,
+    simulated_thoughts,
+)
 from gemini_sse.server.settings import Settings
 
 from .conftest import make_settings
@@ -42,6 +60,17 @@ CHROMIUM_ARGS = [
 QUESTION = "What is baseball?"
 # Slow enough that an answer is still running while the test acts on it.
 PACED = {"fake_chunks": 6, "fake_first_delay_ms": 20, "fake_delay_ms": 400}
+# The 8-byte PNG signature, as a page's file input makes it (`readAsDataURL`).
+TINY_PNG = "data:image/png;base64,iVBORw0KGgo="
+WEATHER: dict[str, Any] = {
+    "name": "get_weather",
+    "description": "The weather in a city.",
+    "parameters": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}},
+        "required": ["city"],
+    },
+}
 
 
 def user(text: str, message_id: str = "u1") -> dict[str, Any]:
@@ -259,17 +288,21 @@ def test_earlier_turns_go_to_the_model(serve: Callable[..., RunningServer]) -> N
 @pytest.mark.parametrize(
     ("part", "why"),
     [
-        ({"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,AA=="}, "files"),
         (
-            {"type": "tool-weather", "toolCallId": "t1", "state": "input-available", "input": {}},
-            "tool",
+            {"type": "tool-weather", "toolCallId": "t1", "state": "output-available", "input": {}},
+            "tool parts belong in assistant messages",
         ),
+        ({"type": "dynamic-widget", "value": 1}, "'dynamic-widget' is not supported"),
+        ({"type": "file", "mediaType": "image/png"}, "needs `mediaType` and `url`"),
+        ({"type": "file", "mediaType": "image/png", "url": "data:image/png;base64,!!"}, "base64"),
+        ({"type": "file", "mediaType": "image/png", "url": "ftp://example.org/a.png"}, "scheme"),
+        ({"type": "file", "mediaType": "text/x-nope", "url": TINY_PNG}, "contradicts"),
     ],
 )
 def test_what_cannot_be_honoured_is_refused(
     serve: Callable[..., RunningServer], part: dict[str, Any], why: str
 ) -> None:
-    """Files and tool calls get 422 `invalid_request` JSON, which the SDK raises."""
+    """Bad files and parts the model cannot be given: 422 `invalid_request` JSON, raised."""
     running = serve()
     message = {"id": "u1", "role": "user", "parts": [{"type": "text", "text": "Look:"}, part]}
     response = httpx.post(f"{running.url}/api/chat", json=body("chat-r", message))
@@ -279,6 +312,418 @@ def test_what_cannot_be_honoured_is_refused(
     result = read(running, "chat-r", messages=[message])
     assert result["refused"] and '"invalid_request"' in result["error"]
     assert running.gateway.provider.stats.started == 0  # type: ignore[attr-defined]
+
+
+# --- reasoning, tools, sources and files ----------------------------------------------------
+
+
+def encoded(version: int, *events: Any, continuation: bool = False) -> list[Any]:
+    """The parts the encoder makes of `events`, as JSON."""
+    encoder = UIMessageStreamEncoder("m1", version, continuation=continuation)
+    raw = b"".join(frame for n, e in enumerate(events) for frame in encoder(n + 1, e))
+    return list(data_lines(iter(raw.decode().split("\n"))))
+
+
+def run_chat(running: RunningServer, chat_id: str, *, sdk: str, **options: Any) -> dict[str, Any]:
+    """A useChat turn with a tool the page runs (see tests/js/chat_tools.mjs)."""
+    node = shutil.which("node")
+    if node is None or not (JS / "node_modules" / "ai").is_dir():
+        pytest.fail("The AI SDK tests need Node.js and tests/js's packages: make js-deps.")
+    args = {"url": running.url, "chatId": chat_id, "sdk": sdk, "question": QUESTION, **options}
+    done = subprocess.run(
+        [node, str(JS / "chat_tools.mjs"), json.dumps(args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def streamed_text(running: RunningServer, request: dict[str, Any]) -> str:
+    """The answer `/v1/stream` gives to the same conversation in our own shape."""
+    response = httpx.post(f"{running.url}/v1/stream", json=request, timeout=30)
+    assert response.status_code == 200
+    texts, event = [], None
+    for line in response.text.split("\n"):
+        if line.startswith("event: "):
+            event = line.removeprefix("event: ")
+        elif line.startswith("data: ") and event == "token":
+            texts.append(json.loads(line.removeprefix("data: "))["text"])
+    return "".join(texts)
+
+
+def test_encoder_gives_each_run_of_reasoning_and_text_a_part_of_its_own() -> None:
+    """Thoughts among the text: the open part ends, the next one opens under a new id."""
+    done = DoneEvent(finish_reason="stop", model="m", chunks=2, duration_ms=1.0)
+    parts = encoded(
+        6,
+        ReasoningEvent(text="a"),
+        ReasoningEvent(text="b"),
+        TokenEvent(text="c"),
+        ReasoningEvent(text="d"),
+        TokenEvent(text="e"),
+        done,
+    )
+    assert parts == [
+        {"type": "start", "messageId": "m1"},
+        {"type": "start-step"},
+        {"type": "reasoning-start", "id": "m1-reasoning"},
+        {"type": "reasoning-delta", "id": "m1-reasoning", "delta": "a"},
+        {"type": "reasoning-delta", "id": "m1-reasoning", "delta": "b"},
+        {"type": "reasoning-end", "id": "m1-reasoning"},
+        {"type": "text-start", "id": "m1-text"},
+        {"type": "text-delta", "id": "m1-text", "delta": "c"},
+        {"type": "text-end", "id": "m1-text"},
+        {"type": "reasoning-start", "id": "m1-reasoning-2"},
+        {"type": "reasoning-delta", "id": "m1-reasoning-2", "delta": "d"},
+        {"type": "reasoning-end", "id": "m1-reasoning-2"},
+        {"type": "text-start", "id": "m1-text-2"},
+        {"type": "text-delta", "id": "m1-text-2", "delta": "e"},
+        {"type": "text-end", "id": "m1-text-2"},
+        {"type": "finish-step"},
+        {
+            "type": "finish",
+            "finishReason": "stop",
+            "messageMetadata": {"model": "m", "finishReason": "stop"},
+        },
+        "[DONE]",
+    ]
+
+
+@pytest.mark.parametrize("version", [5, 6])
+def test_encoder_streams_tool_calls_and_sources(version: int) -> None:
+    """Call pieces, the whole call (signature kept), then sources with their cited spans."""
+    events = [
+        ToolCallDeltaEvent(index=0, call_id="c1", name="get_weather", arguments='{"city":'),
+        ToolCallDeltaEvent(index=0, arguments=' "Paris"}'),
+        ToolCallEvent(
+            index=0,
+            call_id="c1",
+            name="get_weather",
+            arguments='{"city": "Paris"}',
+            signature="c2ln",
+        ),
+        SourceEvent(
+            index=0,
+            url="https://example.org/a",
+            title="A",
+            cited=[Citation(start=0, end=5, text="hello"), Citation(start=6, end=9)],
+        ),
+        SourceEvent(index=1, url="https://example.org/b"),
+        DoneEvent(finish_reason="tool_calls", model="m", chunks=0, duration_ms=1.0),
+    ]
+    finish: dict[str, Any] = {"type": "finish"}
+    if version == 6:
+        finish["finishReason"] = "tool-calls"
+    finish["messageMetadata"] = {"model": "m", "finishReason": "tool_calls"}
+    assert encoded(version, *events)[2:] == [
+        {"type": "tool-input-start", "toolCallId": "c1", "toolName": "get_weather"},
+        {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": '{"city":'},
+        {"type": "tool-input-delta", "toolCallId": "c1", "inputTextDelta": ' "Paris"}'},
+        {
+            "type": "tool-input-available",
+            "toolCallId": "c1",
+            "toolName": "get_weather",
+            "input": {"city": "Paris"},
+            "providerMetadata": {"google": {"thoughtSignature": "c2ln"}},
+        },
+        {
+            "type": "source-url",
+            "sourceId": "m1-source-0",
+            "url": "https://example.org/a",
+            "title": "A",
+            "providerMetadata": {
+                "gemini_sse": {
+                    "cited": [{"start": 0, "end": 5, "text": "hello"}, {"start": 6, "end": 9}]
+                }
+            },
+        },
+        {"type": "source-url", "sourceId": "m1-source-1", "url": "https://example.org/b"},
+        {"type": "finish-step"},
+        finish,
+        "[DONE]",
+    ]
+
+
+def test_a_continuation_goes_on_in_the_pages_message() -> None:
+    """After the page's tools ran, `start` names no message: the page keeps its own id."""
+    parts = encoded(6, TokenEvent(text="x"), continuation=True)
+    assert parts[:2] == [{"type": "start"}, {"type": "start-step"}]
+    assert parts[2] == {"type": "text-start", "id": "m1-text"}
+
+
+def test_ui_messages_become_our_messages() -> None:
+    """Files become media; answered tool parts become calls and results; the rest is dropped."""
+    chat = ChatRequest.model_validate(
+        body(
+            "c",
+            {"id": "s", "role": "system", "parts": [{"type": "text", "text": "Be brief."}]},
+            {
+                "id": "u1",
+                "role": "user",
+                "parts": [
+                    {"type": "file", "mediaType": "image/png", "url": TINY_PNG, "filename": "a"},
+                    {"type": "text", "text": "Look:"},
+                ],
+            },
+            {
+                "id": "a1",
+                "role": "assistant",
+                "parts": [
+                    {"type": "step-start"},
+                    {"type": "reasoning", "text": "Thinking.", "state": "done"},
+                    {"type": "text", "text": "Let me look.", "state": "done"},
+                    {
+                        "type": "tool-get_weather",
+                        "toolCallId": "t1",
+                        "state": "output-available",
+                        "input": {"city": "Paris"},
+                        "output": {"temp": 21},
+                        "callProviderMetadata": {"google": {"thoughtSignature": "c2ln"}},
+                    },
+                    {
+                        "type": "dynamic-tool",
+                        "toolName": "lookup",
+                        "toolCallId": "t2",
+                        "state": "output-error",
+                        "input": {},
+                        "errorText": "no network",
+                    },
+                    # Never ran (the answer was stopped): the model does not see it.
+                    {"type": "tool-get_time", "toolCallId": "t3", "state": "input-streaming"},
+                    {"type": "step-start"},
+                    {"type": "text", "text": "It is 21.", "state": "done"},
+                    {"type": "source-url", "sourceId": "s1", "url": "https://example.org/"},
+                ],
+            },
+            user("Thanks!", "u2"),
+            tools=[WEATHER],
+            tool_choice={"name": "get_weather"},
+            thinking={"include_thoughts": True, "budget": 512},
+            grounding=True,
+        )
+    )
+    request = chat.to_stream_request()
+    assert [m.model_dump(exclude_none=True) for m in request.conversation()] == [
+        {"role": "system", "content": "Be brief."},
+        {
+            "role": "user",
+            "content": [
+                {"type": "image", "url": TINY_PNG, "mime_type": "image/png"},
+                {"type": "text", "text": "Look:"},
+            ],
+        },
+        {
+            "role": "assistant",
+            "content": "Let me look.",
+            "tool_calls": [
+                {
+                    "call_id": "t1",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris"}',
+                    "signature": "c2ln",
+                },
+                {"call_id": "t2", "name": "lookup", "arguments": "{}"},
+            ],
+        },
+        {"role": "tool", "tool_call_id": "t1", "content": '{"temp": 21}'},
+        {"role": "tool", "tool_call_id": "t2", "content": '{"error": "no network"}'},
+        {"role": "assistant", "content": "It is 21."},
+        {"role": "user", "content": "Thanks!"},
+    ]
+    assert request.model_dump(include={"tools", "tool_choice", "thinking", "grounding"}) == {
+        "tools": [WEATHER],
+        "tool_choice": {"name": "get_weather"},
+        "thinking": {"budget": 512, "level": None, "include_thoughts": True},
+        "grounding": True,
+    }
+    assert not chat.continuation
+
+
+def test_an_invalid_tool_part_names_the_ui_message() -> None:
+    """Our own message numbers differ from the page's: the error names the UI message."""
+    answer_part = {"type": "tool-bad name", "toolCallId": "t1", "state": "output-available"}
+    chat = ChatRequest.model_validate(
+        body(
+            "c",
+            user("Hi"),
+            {"id": "a1", "role": "assistant", "parts": [answer_part]},
+        )
+    )
+    assert chat.continuation
+    with pytest.raises(RequestRejected) as refused:
+        chat.to_stream_request()
+    assert refused.value.info.message.startswith("messages.1.parts: String should match")
+
+
+@pytest.mark.parametrize(
+    ("options", "why"),
+    [
+        ({"tools": [{"name": "bad name"}]}, "tools.0.name"),
+        ({"tools": [WEATHER], "tool_choice": {"name": "other"}}, "not in `tools`"),
+        ({"tool_choice": "auto"}, "`tool_choice` needs `tools`"),
+        ({"thinking": {"budget": "5"}}, "thinking.budget"),
+        ({"thinking": {"effort": "high"}}, "thinking.effort"),
+        ({"grounding": 1}, "grounding"),
+    ],
+)
+def test_bad_options_are_refused(
+    serve: Callable[..., RunningServer], options: dict[str, Any], why: str
+) -> None:
+    """The transport's `body` options pass our own checks: 422 before any model call."""
+    running = serve()
+    response = httpx.post(f"{running.url}/api/chat", json=body("chat-o", **options))
+    assert response.status_code == 422
+    error = response.json()["error"]
+    assert error["code"] == "invalid_request" and why in error["message"]
+    assert running.gateway.provider.stats.started == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("sdk", ["5", "6"])
+def test_the_sdk_reads_the_reasoning_before_the_answer(
+    serve: Callable[..., RunningServer], sdk: str
+) -> None:
+    """`thinking.include_thoughts`: a reasoning part with the model's thoughts, then the text."""
+    running = serve(fake_chunks=3, aisdk_version=int(sdk))
+    result = read(running, "chat-think", sdk=sdk, body={"thinking": {"include_thoughts": True}})
+    assert result["error"] is None
+    assert types(result) == [
+        "start",
+        "start-step",
+        "reasoning-start",
+        *["reasoning-delta"] * 3,
+        "reasoning-end",
+        "text-start",
+        *["text-delta"] * 3,
+        "text-end",
+        "finish-step",
+        "finish",
+    ]
+    message = result["message"]
+    assert [p["type"] for p in message["parts"]] == ["step-start", "reasoning", "text"]
+    reasoning = message["parts"][1]
+    assert reasoning["text"] == "".join(simulated_thoughts(QUESTION))
+    assert reasoning["state"] == "done"
+    assert text_of(message) == answer(3)
+    assert message["metadata"]["usage"]["reasoningTokens"] > 0
+
+
+@pytest.mark.parametrize("sdk", ["5", "6"])
+def test_the_sdk_reads_a_tool_call(serve: Callable[..., RunningServer], sdk: str) -> None:
+    """`tools`: the call streams as tool input; the page's tool part awaits its result."""
+    running = serve(aisdk_version=int(sdk))
+    result = read(running, "chat-tool", sdk=sdk, body={"tools": [WEATHER]})
+    assert result["error"] is None
+    assert types(result) == [
+        "start",
+        "start-step",
+        "tool-input-start",
+        "tool-input-delta",
+        "tool-input-delta",
+        "tool-input-available",
+        "finish-step",
+        "finish",
+    ]
+    (step, call) = result["message"]["parts"]
+    assert step == {"type": "step-start"}
+    assert call["type"] == "tool-get_weather" and call["state"] == "input-available"
+    assert call["input"] == simulated_arguments(WEATHER["parameters"], QUESTION)
+    assert call["toolCallId"] == result["parts"][2]["toolCallId"]
+    finish = result["parts"][-1]
+    assert finish.get("finishReason") == ("tool-calls" if sdk == "6" else None)
+    assert finish["messageMetadata"]["finishReason"] == "tool_calls"
+
+
+@pytest.mark.parametrize("sdk", ["5", "6"])
+def test_the_sdk_reads_the_sources(serve: Callable[..., RunningServer], sdk: str) -> None:
+    """`grounding`: source-url parts after the text, their spans cut from that text."""
+    running = serve(fake_chunks=3, aisdk_version=int(sdk))
+    result = read(running, "chat-src", sdk=sdk, body={"grounding": True})
+    assert result["error"] is None
+    assert types(result) == [
+        "start",
+        "start-step",
+        "text-start",
+        *["text-delta"] * 3,
+        "text-end",
+        "source-url",
+        "source-url",
+        "finish-step",
+        "finish",
+    ]
+    message = result["message"]
+    text = text_of(message)
+    assert text == answer(3)
+    sources = [p for p in message["parts"] if p["type"] == "source-url"]
+    assert [p["type"] for p in message["parts"]] == ["step-start", "text", *["source-url"] * 2]
+    for source in sources:
+        topic = source["url"].removeprefix("https://example.org/")
+        assert topic != source["url"] and source["title"] == f"About {topic}"
+    first, second = (s["providerMetadata"]["gemini_sse"]["cited"] for s in sources)
+    assert len(first) == 2 and len(second) == 1
+    for span in first + second:
+        assert text[span["start"] : span["end"]] == span["text"]
+
+
+@pytest.mark.parametrize("sdk", ["5", "6"])
+def test_use_chat_runs_the_pages_tool_and_continues(
+    serve: Callable[..., RunningServer], sdk: str
+) -> None:
+    """onToolCall + addToolResult: sent again, the result gets an answer in the same message."""
+    running = serve(fake_chunks=3, aisdk_version=int(sdk))
+    output = {"temperature": 21}
+    result = run_chat(running, "chat-loop", sdk=sdk, body={"tools": [WEATHER]}, output=output)
+    assert result["status"] == "ready" and result["error"] is None
+    arguments = simulated_arguments(WEATHER["parameters"], QUESTION)
+    assert [c["input"] for c in result["calls"]] == [arguments]
+    first, second = result["posted"]
+    assert first["tools"] == second["tools"] == [WEATHER]
+    sent = second["messages"][-1]
+    assert sent["role"] == "assistant"
+    (sent_call,) = [p for p in sent["parts"] if p["type"] == "tool-get_weather"]
+    assert sent_call["state"] == "output-available" and sent_call["output"] == output
+    question, reply = result["messages"]
+    assert question["role"] == "user" and reply["role"] == "assistant"
+    assert reply["id"] == sent["id"]  # one message, not a copy of it
+    assert [p["type"] for p in reply["parts"]] == [
+        "step-start",
+        "tool-get_weather",
+        "step-start",
+        "text",
+    ]
+    assert reply["parts"][1]["input"] == arguments
+    # The model read the question, its call (no text) and the result.
+    assert text_of(reply) == answer(3, QUESTION, "", json.dumps(output))
+    assert running.gateway.provider.stats.completed == 2  # type: ignore[attr-defined]
+
+
+def test_file_parts_reach_the_model(serve: Callable[..., RunningServer]) -> None:
+    """A data URL image and an https PDF: the model's answer is the one to our media parts."""
+    running = serve(fake_chunks=3)
+    pdf = "https://example.org/report.pdf"
+    message = {
+        "id": "u1",
+        "role": "user",
+        "parts": [
+            {"type": "file", "mediaType": "image/png", "url": TINY_PNG, "filename": "a.png"},
+            {"type": "file", "mediaType": "application/pdf", "url": pdf},
+            {"type": "text", "text": "What are these?"},
+        ],
+    }
+    result = read(running, "chat-file", messages=[message])
+    assert result["error"] is None
+    ours = [
+        {"type": "image", "url": TINY_PNG, "mime_type": "image/png"},
+        {"type": "file", "url": pdf, "mime_type": "application/pdf"},
+        {"type": "text", "text": "What are these?"},
+    ]
+    expected = streamed_text(
+        running, {"messages": [{"role": "user", "content": ours}], "separators": False}
+    )
+    assert text_of(result["message"]) == expected
+    assert expected != answer(3, "What are these?")
 
 
 # --- resume and stop ------------------------------------------------------------------------

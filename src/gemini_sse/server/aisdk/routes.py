@@ -190,7 +190,11 @@ async def chat(
     except BaseException:
         gateway.finish(generation)
         raise
-    encoder = UIMessageStreamEncoder(f"msg-{secrets.token_hex(12)}", gateway.settings.aisdk_version)
+    encoder = UIMessageStreamEncoder(
+        f"msg-{secrets.token_hex(12)}",
+        gateway.settings.aisdk_version,
+        continuation=body.continuation,
+    )
     gateway.detached[stream_id] = generation
     gateway.spawn(produce(gateway, stream_id, generation, encoder))
     return _response(gateway, stream_id, request)
