@@ -27,7 +27,7 @@ from .emulators.drive import (
 )
 from .emulators.genai_http import GenaiHttpEmulator
 from .emulators.leaks import open_pools, opened_since, responses_holding_a_connection, still_open
-from .emulators.scenario import ANSWER, RETRY_AFTER_S, USAGE, Script
+from .emulators.scenario import ANSWER, BLOCK_REASON, RETRY_AFTER_S, USAGE, Script
 from .emulators.vertex_grpc import VertexGrpcEmulator
 
 pytestmark = [
@@ -187,15 +187,16 @@ async def test_safety_finish_is_reported_as_finish_reason(
     assert outcome.finish_reason == "SAFETY"
 
 
-async def test_blocked_prompt_is_an_answer_without_text_or_finish_reason(
+async def test_blocked_prompt_is_marked_with_finish_reason_safety(
     provider: VertexProvider, emulator: VertexGrpcEmulator
 ) -> None:
-    """promptFeedback.blockReason reaches the caller as no text and no finish reason at all."""
+    """promptFeedback.blockReason becomes an empty answer, finish reason SAFETY, feedback kept."""
     emulator.reset(Script(scenario="prompt_block"))
     outcome = await drive(provider, emulator)
     assert outcome.error is None
     assert outcome.texts == []
-    assert outcome.finish_reason is None  # the pipeline reports content_blocked for this
+    assert outcome.finish_reason == "SAFETY"
+    assert outcome.chunks[0].response_metadata["prompt_feedback"]["block_reason"] == BLOCK_REASON
     assert outcome.usage is not None and outcome.usage["input_tokens"] == USAGE["input"]
 
 

@@ -11,10 +11,16 @@ service account's public key and hands out an access token the data routes then 
 
 The Vertex route also answers `?$alt=json`, the streamed JSON array of the GAPIC REST
 transport (ChatVertexAI with `transport="rest_asyncio"`).
+
+The rich scenarios send what Gemini sends: thought parts (`thought: true`) and
+`thoughtsTokenCount`; a `functionCall` part with its `thoughtSignature`; grounding metadata
+on the last chunk, its segments in UTF-8 bytes; blocking safety ratings; a prompt's block
+reason.
 """
 
 from __future__ import annotations
 
+import base64
 import itertools
 import json
 import re
@@ -22,9 +28,28 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
+from google.cloud.aiplatform_v1beta1.types import prediction_service
+from google.protobuf import json_format
+
 from .adc import ServiceAccount
 from .httpserver import HttpExchange, HttpRequest, HttpServer
-from .scenario import ERROR_MESSAGES, RETRY_AFTER_S, USAGE, Emulator, Seen, verify_jwt
+from .scenario import (
+    BLOCK_REASON,
+    ERROR_MESSAGES,
+    RETRY_AFTER_S,
+    SAFETY_CATEGORY,
+    SEARCH_QUERIES,
+    SOURCES,
+    THOUGHT_SIGNATURE,
+    THOUGHT_TOKENS,
+    THOUGHTS,
+    TOOL_CALL,
+    USAGE,
+    Emulator,
+    Seen,
+    supported_spans,
+    verify_jwt,
+)
 
 _GEMINI_API = re.compile(r"^/v1beta/models/(?P<model>[^/:]+):streamGenerateContent$")
 _VERTEX = re.compile(
@@ -76,8 +101,9 @@ class GenaiHttpEmulator(Emulator):
         if request.method != "POST" or match is None or alt[0].split(";")[0] not in _FRAMINGS:
             await exchange.send_json(404, {"error": {"code": 404, "message": "not found"}})
             return
-        self.record.seen.append(self._seen(request, match.group("model")))
-        await self._answer(_Stream(exchange, alt[0].split(";")[0], self.mark_sent))
+        framing = alt[0].split(";")[0]
+        self.record.seen.append(self._seen(request, match.group("model"), framing))
+        await self._answer(_Stream(exchange, framing, self.mark_sent))
 
     async def _token(self, request: HttpRequest, exchange: HttpExchange) -> None:
         form = {k: v[0] for k, v in parse_qs(request.body.decode()).items()}
@@ -121,7 +147,7 @@ class GenaiHttpEmulator(Emulator):
             case "prompt_block":
                 await stream.event(
                     {
-                        "promptFeedback": {"blockReason": "SAFETY"},
+                        "promptFeedback": {"blockReason": BLOCK_REASON},
                         "usageMetadata": _usage(0),
                         "modelVersion": "emulated-001",
                     },
@@ -131,7 +157,11 @@ class GenaiHttpEmulator(Emulator):
             case "safety":
                 await stream.event(_text(script.chunks[0]))
                 await self.pause(script.delay_s)
-                await stream.event(_finish("SAFETY", 1))
+                finish = _finish("SAFETY", 1)
+                finish["candidates"][0]["safetyRatings"] = [
+                    {"category": SAFETY_CATEGORY, "probability": "HIGH", "blocked": True}
+                ]
+                await stream.event(finish)
                 await stream.end()
                 return
             case "drop":
@@ -140,17 +170,42 @@ class GenaiHttpEmulator(Emulator):
                     await self.pause(script.delay_s)
                 stream.exchange.cut()
                 return
+            case "tool_call":
+                call = {
+                    "functionCall": TOOL_CALL,
+                    "thoughtSignature": base64.b64encode(THOUGHT_SIGNATURE).decode(),
+                }
+                await stream.event(_parts([call], "STOP"))
+                await stream.end()
+                return
+            case "thinking":
+                for thought in THOUGHTS:
+                    await stream.event(_parts([{"text": thought, "thought": True}]))
+                    await self.pause(script.delay_s)
         for index, text in enumerate(script.chunks):
             if index:
                 await self.pause(script.delay_s)
-            last = index == len(script.chunks) - 1
-            if last and script.hold_last:
+            if index < len(script.chunks) - 1:
+                await stream.event(_text(text))
+                continue
+            if script.hold_last:
                 await self.wait_for_client_first()
-            await stream.event(_text(text, "STOP" if last else None))
+            body = _text(text, "STOP")
+            if script.scenario == "thinking":
+                body["usageMetadata"] = _usage(USAGE["output"], thoughts=THOUGHT_TOKENS)
+            if script.scenario == "grounding":
+                body["candidates"][0]["groundingMetadata"] = _grounding(script.chunks)
+            await stream.event(body)
         await stream.end()
 
-    def _seen(self, request: HttpRequest, model: str) -> Seen:
+    def _seen(self, request: HttpRequest, model: str, framing: str) -> Seen:
         body = request.json()
+        if framing == "json":
+            # GAPIC's REST transport spells enums as numbers; read as the server reads
+            # it (through the proto), the request looks like every other one.
+            message = prediction_service.GenerateContentRequest.pb()()
+            json_format.ParseDict(body, message, ignore_unknown_fields=True)
+            body = json_format.MessageToDict(message)
         authorization = request.headers.get("authorization")
         claims = None
         if authorization and authorization.removeprefix("Bearer ") in self.issued_tokens:
@@ -159,6 +214,7 @@ class GenaiHttpEmulator(Emulator):
             )
         system = body.get("systemInstruction") or {}
         return Seen(
+            body=body,
             path=request.path,
             model=model,
             contents=[
@@ -208,10 +264,11 @@ class _Stream:
 
 
 def _text(text: str, finish: str | None = None) -> dict[str, Any]:
-    candidate: dict[str, Any] = {
-        "content": {"role": "model", "parts": [{"text": text}]},
-        "index": 0,
-    }
+    return _parts([{"text": text}], finish)
+
+
+def _parts(parts: list[dict[str, Any]], finish: str | None = None) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": parts}, "index": 0}
     body: dict[str, Any] = {"candidates": [candidate], "modelVersion": "emulated-001"}
     if finish is not None:
         candidate["finishReason"] = finish
@@ -226,11 +283,31 @@ def _finish(reason: str, output_tokens: int) -> dict[str, Any]:
     }
 
 
-def _usage(output_tokens: int) -> dict[str, int]:
-    usage = {"promptTokenCount": USAGE["input"], "totalTokenCount": USAGE["input"] + output_tokens}
+def _usage(output_tokens: int, thoughts: int = 0) -> dict[str, int]:
+    usage = {
+        "promptTokenCount": USAGE["input"],
+        "totalTokenCount": USAGE["input"] + output_tokens + thoughts,
+    }
     if output_tokens:
         usage["candidatesTokenCount"] = output_tokens
+    if thoughts:
+        usage["thoughtsTokenCount"] = thoughts
     return usage
+
+
+def _grounding(chunks: tuple[str, ...]) -> dict[str, Any]:
+    """Grounding metadata for `chunks`: the two web sources, the spans they support."""
+    return {
+        "webSearchQueries": list(SEARCH_QUERIES),
+        "groundingChunks": [{"web": {"uri": uri, "title": title}} for uri, title in SOURCES],
+        "groundingSupports": [
+            {
+                "segment": {"startIndex": start, "endIndex": end, "text": text},
+                "groundingChunkIndices": list(sources),
+            }
+            for start, end, text, sources in supported_spans(chunks)
+        ],
+    }
 
 
 def _snake(name: str) -> str:

@@ -25,8 +25,8 @@ Scenario = Literal[
     "bad_request",  # 400 / INVALID_ARGUMENT
     "forbidden",  # 403 / PERMISSION_DENIED
     "drop",  # two chunks, then the TCP connection is closed mid-stream
-    "safety",  # one chunk, then an empty chunk with finish reason SAFETY
-    "prompt_block",  # no candidates at all: promptFeedback.blockReason = SAFETY
+    "safety",  # one chunk, then an empty chunk: finish reason SAFETY, a blocking rating
+    "prompt_block",  # no candidates at all: promptFeedback.blockReason (`BLOCK_REASON`)
     "slow_first",  # the normal answer after a long pause before the first chunk
     "hang",  # headers (if any), then nothing until the client gives up
     "thinking",  # thought-summary parts (`THOUGHTS`), then the answer
@@ -63,6 +63,14 @@ SOURCES: tuple[tuple[str, str], ...] = (
     ("https://example.com/cafes", "Caf\u00e9s"),
     ("https://example.com/world", "World"),
 )
+# Which answer chunks the sources support: (chunk index, indices into SOURCES). The last
+# chunk's span starts after an "\u00e9" and holds an em dash, so its UTF-8 byte offsets
+# differ from its character offsets.
+SUPPORTS: tuple[tuple[int, tuple[int, ...]], ...] = ((1, (0,)), (3, (0, 1)))
+SEARCH_QUERIES = ("caf\u00e9 world",)
+# What withheld the answer in `safety`, and the prompt in `prompt_block`.
+SAFETY_CATEGORY = "HARM_CATEGORY_DANGEROUS_CONTENT"
+BLOCK_REASON = "PROHIBITED_CONTENT"
 RETRY_AFTER_S = 2.0
 ERROR_MESSAGES = {
     "rate_limit": "Resource exhausted: quota exceeded (emulated).",
@@ -95,6 +103,15 @@ class Script:
         return 0.4 if self.scenario == "slow_first" else self.first_delay_s
 
 
+def supported_spans(chunks: tuple[str, ...]) -> list[tuple[int, int, str, tuple[int, ...]]]:
+    """`SUPPORTS` as Gemini states them: (start, end) in UTF-8 bytes of the whole answer."""
+    spans = []
+    for index, sources in SUPPORTS:
+        start = len("".join(chunks[:index]).encode())
+        spans.append((start, start + len(chunks[index].encode()), chunks[index], sources))
+    return spans
+
+
 @dataclass
 class Seen:
     """One call, as the emulator received it."""
@@ -108,6 +125,55 @@ class Seen:
     api_key: str | None = None
     # Claims of the verified bearer JWT, or of the assertion exchanged for the token.
     token_claims: dict[str, Any] | None = None
+    # The whole request as its JSON came (bytes in base64, enums by name). Google's JSON
+    # parsing takes proto field names (`mime_type`) as well as JSON names (`mimeType`),
+    # and google-genai sends nested objects with the former: the properties below read
+    # both spellings as the JSON names.
+    body: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def parts(self) -> list[tuple[str, list[dict[str, Any]]]]:
+        """Each turn's role and parts, as sent (the arguments and results as they are)."""
+        return [
+            (content.get("role", ""), [_part(part) for part in content.get("parts", [])])
+            for content in self.body.get("contents", [])
+        ]
+
+    @property
+    def tools(self) -> list[dict[str, Any]]:
+        return list(self.body.get("tools", []))
+
+    @property
+    def tool_config(self) -> Any:
+        return _json_names(self.body.get("toolConfig"))
+
+    @property
+    def thinking_config(self) -> Any:
+        return _json_names(self.body.get("generationConfig", {}).get("thinkingConfig"))
+
+
+def _json_name(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.title() for word in rest)
+
+
+def _json_names(value: Any) -> Any:
+    """`value` with every key spelled as a JSON name (for objects without the user's keys)."""
+    if isinstance(value, dict):
+        return {_json_name(k): _json_names(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_json_names(v) for v in value]
+    return value
+
+
+def _part(part: dict[str, Any]) -> dict[str, Any]:
+    """A part with its keys as JSON names; a function's arguments and result stay as sent."""
+    return {
+        _json_name(k): _json_names(v)
+        if k in ("inline_data", "inlineData", "file_data", "fileData")
+        else v
+        for k, v in part.items()
+    }
 
 
 @dataclass

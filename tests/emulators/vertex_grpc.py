@@ -4,6 +4,11 @@ The messages are the real ones from google-cloud-aiplatform (`aiplatform_v1beta1
 served by grpcio's generic handlers, so ChatVertexAI's GAPIC client talks to it exactly as
 it talks to `{location}-aiplatform.googleapis.com`. A `TcpRelay` sits in front so that the
 `drop` scenario can cut the connection itself.
+
+The rich scenarios send what Gemini sends: thought parts (`thought: true`) and
+`thoughtsTokenCount`; a `functionCall` part with its `thoughtSignature`; grounding metadata
+on the last chunk, its segments in UTF-8 bytes; blocking safety ratings; a prompt's block
+reason.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from typing import Any
 import grpc
 from google.cloud.aiplatform_v1beta1.types import content as gapic_content
 from google.cloud.aiplatform_v1beta1.types import prediction_service
+from google.cloud.aiplatform_v1beta1.types import tool as gapic_tool
 from google.protobuf import duration_pb2, json_format
 from google.protobuf.any_pb2 import Any as AnyProto
 from google.rpc import code_pb2, error_details_pb2, status_pb2
@@ -26,12 +32,22 @@ from .adc import ServiceAccount
 from .certs import TLSIdentity
 from .relay import TcpRelay
 from .scenario import (
+    BLOCK_REASON,
     ERROR_MESSAGES,
     HANG_LIMIT_S,
     RETRY_AFTER_S,
+    SAFETY_CATEGORY,
+    SEARCH_QUERIES,
+    SOURCES,
+    THOUGHT_SIGNATURE,
+    THOUGHT_TOKENS,
+    THOUGHTS,
+    TOOL_CALL,
     USAGE,
     Emulator,
+    Script,
     Seen,
+    supported_spans,
     verify_jwt,
 )
 
@@ -39,6 +55,7 @@ SERVICE = "google.cloud.aiplatform.v1beta1.PredictionService"
 Request = prediction_service.GenerateContentRequest
 Response = prediction_service.GenerateContentResponse
 FinishReason = gapic_content.Candidate.FinishReason
+Part = gapic_content.Part
 
 _STATUS: dict[str, tuple[grpc.StatusCode, int]] = {
     "rate_limit": (grpc.StatusCode.RESOURCE_EXHAUSTED, code_pb2.RESOURCE_EXHAUSTED),
@@ -97,7 +114,7 @@ class VertexGrpcEmulator(Emulator):
             case "prompt_block":
                 yield Response(
                     prompt_feedback=Response.PromptFeedback(
-                        block_reason=Response.PromptFeedback.BlockedReason.SAFETY,
+                        block_reason=Response.PromptFeedback.BlockedReason[BLOCK_REASON],
                         block_reason_message="The prompt was blocked (emulated).",
                     ),
                     usage_metadata=Response.UsageMetadata(
@@ -108,7 +125,7 @@ class VertexGrpcEmulator(Emulator):
             case "safety":
                 yield self._text(script.chunks[0])
                 time.sleep(script.delay_s)
-                yield _finish(FinishReason.SAFETY, output_tokens=1)
+                yield _finish(FinishReason.SAFETY, output_tokens=1, rating=SAFETY_CATEGORY)
                 return
             case "drop":
                 for text in script.chunks[:2]:
@@ -119,19 +136,42 @@ class VertexGrpcEmulator(Emulator):
                 self.relay_cut()
                 self._wait_for_client_to_leave(context)
                 return
+            case "tool_call":
+                call = gapic_tool.FunctionCall(name=TOOL_CALL["name"], args=TOOL_CALL["args"])
+                part = Part(function_call=call, thought_signature=THOUGHT_SIGNATURE)
+                yield self._parts([part], finish=FinishReason.STOP)
+                return
+            case "thinking":
+                for thought in THOUGHTS:
+                    yield self._parts([Part(text=thought, thought=True)])
+                    time.sleep(script.delay_s)
+        yield from self._answer(script)
+
+    def _answer(self, script: Script) -> Iterator[Any]:
+        """The answer's texts, the last with STOP, usage and (`grounding`) its sources."""
         for index, text in enumerate(script.chunks):
             if index:
                 time.sleep(script.delay_s)
-            last = index == len(script.chunks) - 1
-            if last and script.hold_last:
+            if index < len(script.chunks) - 1:
+                yield self._text(text)
+                continue
+            if script.hold_last:
                 self.record.held_too_long += not self.client_has_read(1)
-            yield self._text(text, finish=FinishReason.STOP if last else None)
+            response = self._text(text, finish=FinishReason.STOP)
+            if script.scenario == "thinking":
+                response.usage_metadata = _usage(USAGE["output"], thoughts=THOUGHT_TOKENS)
+            if script.scenario == "grounding":
+                response.candidates[0].grounding_metadata = _grounding(script.chunks)
+            yield response
 
     def _text(self, text: str, finish: Any = None) -> Any:
+        return self._parts([Part(text=text)], finish)
+
+    def _parts(self, parts: list[Any], finish: Any = None) -> Any:
         self.mark_sent()
         candidate = gapic_content.Candidate(
             index=0,
-            content=gapic_content.Content(role="model", parts=[gapic_content.Part(text=text)]),
+            content=gapic_content.Content(role="model", parts=parts),
             finish_reason=finish,
         )
         response = Response(candidates=[candidate], model_version="emulated-001")
@@ -175,6 +215,7 @@ class VertexGrpcEmulator(Emulator):
         )
         system = request.system_instruction
         return Seen(
+            body=json_format.MessageToDict(Request.pb(request)),
             path=f"/{SERVICE}/StreamGenerateContent",
             model=request.model,
             contents=[(c.role, "".join(p.text for p in c.parts)) for c in request.contents],
@@ -185,18 +226,44 @@ class VertexGrpcEmulator(Emulator):
         )
 
 
-def _finish(reason: Any, *, output_tokens: int) -> Any:
+def _finish(reason: Any, *, output_tokens: int, rating: str) -> Any:
     candidate = gapic_content.Candidate(
         index=0,
         content=gapic_content.Content(role="model", parts=[]),
         finish_reason=reason,
+        safety_ratings=[
+            gapic_content.SafetyRating(
+                category=gapic_content.HarmCategory[rating],
+                probability=gapic_content.SafetyRating.HarmProbability.HIGH,
+                blocked=True,
+            )
+        ],
     )
     return Response(candidates=[candidate], usage_metadata=_usage(output_tokens))
 
 
-def _usage(output_tokens: int) -> Any:
+def _usage(output_tokens: int, thoughts: int = 0) -> Any:
     return Response.UsageMetadata(
         prompt_token_count=USAGE["input"],
         candidates_token_count=output_tokens,
-        total_token_count=USAGE["input"] + output_tokens,
+        thoughts_token_count=thoughts,
+        total_token_count=USAGE["input"] + output_tokens + thoughts,
+    )
+
+
+def _grounding(chunks: tuple[str, ...]) -> Any:
+    """Grounding metadata for `chunks`: the two web sources, the spans they support."""
+    return gapic_content.GroundingMetadata(
+        web_search_queries=list(SEARCH_QUERIES),
+        grounding_chunks=[
+            gapic_content.GroundingChunk(web=gapic_content.GroundingChunk.Web(uri=uri, title=title))
+            for uri, title in SOURCES
+        ],
+        grounding_supports=[
+            gapic_content.GroundingSupport(
+                segment=gapic_content.Segment(start_index=start, end_index=end, text=text),
+                grounding_chunk_indices=list(sources),
+            )
+            for start, end, text, sources in supported_spans(chunks)
+        ],
     )

@@ -17,22 +17,39 @@ Deliberate deviations from the defaults:
 - A blocked prompt (`promptFeedback.blockReason`) arrives as an empty chunk carrying
   `prompt_feedback`; it is marked `finish_reason="SAFETY"` so the pipeline reports
   `content_blocked` for the same reason it does for a blocked answer.
+- Media goes as `media` blocks (`google.media_part`), not LangChain's standard blocks.
+- A named `tool_choice` goes as a function-calling mode (`ANY` and the name):
+  ChatGoogleGenerativeAI raises on OpenAI's `{"type": "function", ...}`, and would read a
+  bare name as a mode were the function called `auto`, `none` or `any`.
+- `thinking.level` wins over `thinking.budget` when both are set, as in
+  ChatGoogleGenerativeAI (which would warn on every request): only the level is sent. A
+  Gemini 2.5 model takes only a budget: a level alone goes as its budget
+  (`google.LEVEL_BUDGETS`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.runnables import Runnable
 
 # Imported with this module, when the provider is chosen at startup: inside a request
 # the import (about a second) would stall the event loop.
 from langchain_google_genai import ChatGoogleGenerativeAI
 
+from ..._models import NamedToolChoice
 from ..settings import Settings
-from .base import LangChainProvider, ModelRequest
+from .base import LangChainProvider, ModelRequest, to_langchain, tool_schema
+from .google import GOOGLE_SEARCH, LEVEL_BUDGETS, media_part, takes_level
+
+# The library drops the JSON Schema keywords of a tool that Gemini does not take, logging
+# a warning for each, on every request: the drop is documented (docs/providers.md), the
+# flood of warnings would hide the logs that matter.
+logging.getLogger("langchain_google_genai._function_utils").setLevel(logging.ERROR)
 
 
 class GenAIProvider(LangChainProvider):
@@ -72,6 +89,41 @@ class GenAIProvider(LangChainProvider):
             }
         chat: BaseChatModel = ChatGoogleGenerativeAI(**options)
         return chat
+
+    def invoke_options(self, request: ModelRequest) -> dict[str, Any]:
+        options = super().invoke_options(request)
+        thinking = request.thinking
+        if thinking is None:
+            return options
+        if thinking.level is not None and takes_level(request.model):
+            options["thinking_level"] = thinking.level
+        elif thinking.budget is not None:
+            options["thinking_budget"] = thinking.budget
+        elif thinking.level is not None:  # Gemini 2.5 takes only a budget
+            options["thinking_budget"] = LEVEL_BUDGETS[thinking.level]
+        if thinking.include_thoughts is not None:
+            options["include_thoughts"] = thinking.include_thoughts
+        return options
+
+    def bound_model(
+        self, request: ModelRequest
+    ) -> BaseChatModel | Runnable[LanguageModelInput, Any]:
+        chat = self.chat_model(request.model)
+        tools = [tool_schema(tool) for tool in request.tools]
+        if request.grounding:
+            tools.append(GOOGLE_SEARCH)
+        if not tools:
+            return chat
+        options: dict[str, Any] = {}
+        choice = request.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            options["tool_choice"] = {"mode": "ANY", "allowed_function_names": [choice.name]}
+        elif choice is not None:
+            options["tool_choice"] = choice
+        return chat.bind_tools(tools, **options)
+
+    def messages(self, request: ModelRequest) -> list[BaseMessage]:
+        return to_langchain(request, media_block=media_part)
 
     async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
         async for chunk in super().astream(request):

@@ -22,6 +22,19 @@ async client. Deliberate deviations from its defaults:
 - Over REST, a streamed response is closed the moment reading it fails (see
   `_ClosingStream`).
 
+What ChatVertexAI gets wrong or leaves out, and how the provider spells it instead:
+
+- Media goes as `media` blocks (`google.media_part`), not LangChain's standard blocks.
+- `tool_choice: "required"` is sent as `any`: ChatVertexAI takes "required" for the name
+  of a function.
+- A blocked prompt's `promptFeedback` is dropped by ChatVertexAI (a response without
+  candidates becomes an empty chunk); `_ChatVertexAI` keeps it, and the chunk is marked
+  `finish_reason="SAFETY"`, as the genai provider does.
+- `usage.output_tokens` gets the thinking tokens added: ChatVertexAI counts only the
+  answer's, where google-genai and OpenAI count both.
+- `thinking.level` is sent as a budget (`google.LEVEL_BUDGETS`): ChatVertexAI and its
+  v1beta1 `ThinkingConfig` know only a budget. A budget set too wins.
+
 Credentials are Application Default Credentials (`GOOGLE_APPLICATION_CREDENTIALS`,
 `gcloud auth application-default login`, or the metadata server on Google Cloud).
 
@@ -39,15 +52,18 @@ from typing import Any
 from google.cloud.aiplatform_v1beta1.services.prediction_service import (
     PredictionServiceAsyncClient,
 )
-from langchain_core.language_models import BaseChatModel
-from langchain_core.messages import AIMessageChunk
+from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.messages import AIMessageChunk, BaseMessage
+from langchain_core.outputs import ChatGenerationChunk
+from langchain_core.runnables import Runnable
 
 # Imported with this module, when the provider is chosen at startup: inside a request
 # the import (about a second) would stall the event loop.
 from langchain_google_vertexai import ChatVertexAI
 
 from ..settings import Settings
-from .base import LangChainProvider, ModelRequest
+from .base import LangChainProvider, ModelRequest, to_langchain, tool_choice_option, tool_schema
+from .google import GOOGLE_SEARCH, LEVEL_BUDGETS, media_part
 
 # What GEMINI_SSE_VERTEX_TRANSPORT may say, and the async transport that serves it.
 ASYNC_TRANSPORTS: dict[str, str] = {
@@ -100,8 +116,38 @@ class VertexProvider(LangChainProvider):
         }
         if self.settings.vertex_base_url:
             options["base_url"] = self.settings.vertex_base_url
-        chat: BaseChatModel = ChatVertexAI(**options)
+        chat: BaseChatModel = _ChatVertexAI(**options)
         return chat
+
+    def invoke_options(self, request: ModelRequest) -> dict[str, Any]:
+        options = super().invoke_options(request)
+        thinking = request.thinking
+        if thinking is None:
+            return options
+        if thinking.budget is not None:
+            options["thinking_budget"] = thinking.budget
+        elif thinking.level is not None:
+            options["thinking_budget"] = LEVEL_BUDGETS[thinking.level]
+        if thinking.include_thoughts is not None:
+            options["include_thoughts"] = thinking.include_thoughts
+        return options
+
+    def bound_model(
+        self, request: ModelRequest
+    ) -> BaseChatModel | Runnable[LanguageModelInput, Any]:
+        chat = self.chat_model(request.model)
+        tools = [tool_schema(tool) for tool in request.tools]
+        if request.grounding:
+            tools.append(GOOGLE_SEARCH)
+        if not tools:
+            return chat
+        options: dict[str, Any] = {}
+        if (choice := tool_choice_option(request.tool_choice)) is not None:
+            options["tool_choice"] = "any" if choice == "required" else choice
+        return chat.bind_tools(tools, **options)
+
+    def messages(self, request: ModelRequest) -> list[BaseMessage]:
+        return to_langchain(request, media_block=media_part)
 
     def _open_client(self, chat: ChatVertexAI) -> PredictionServiceAsyncClient:
         """Open the GAPIC client `chat` streams with, on the running loop, for `aclose`."""
@@ -123,15 +169,42 @@ class VertexProvider(LangChainProvider):
         if isinstance(chat, ChatVertexAI) and chat.async_client is None:
             chat.async_client = self._open_client(chat)
         async for chunk in super().astream(request):
+            metadata = chunk.response_metadata
             # Every chunk before the last says FINISH_REASON_UNSPECIFIED; only a real
             # reason may reach the pipeline, which keeps the last one it sees.
-            if chunk.response_metadata.get("finish_reason") == "FINISH_REASON_UNSPECIFIED":
-                del chunk.response_metadata["finish_reason"]
+            if metadata.get("finish_reason") == "FINISH_REASON_UNSPECIFIED":
+                del metadata["finish_reason"]
+            if "prompt_feedback" in metadata:
+                metadata["finish_reason"] = "SAFETY"
+            if (usage := chunk.usage_metadata) and (details := usage.get("output_token_details")):
+                usage["output_tokens"] += details.get("reasoning", 0)
             yield chunk
 
     async def aclose(self) -> None:
         await self._clients.aclose()
         await super().aclose()
+
+
+class _ChatVertexAI(ChatVertexAI):
+    """ChatVertexAI that keeps a blocked prompt's `promptFeedback` in the chunk's metadata.
+
+    Overrides a private method (langchain-google-vertexai 3.2): the one place where the
+    response is still at hand when its chunk is made.
+    """
+
+    def _gemini_chunk_to_generation_chunk(
+        self, response_chunk: Any, prev_total_usage: Any = None
+    ) -> tuple[ChatGenerationChunk, Any]:
+        chunk, usage = super()._gemini_chunk_to_generation_chunk(
+            response_chunk, prev_total_usage=prev_total_usage
+        )
+        feedback = response_chunk.prompt_feedback
+        if not response_chunk.candidates and feedback.block_reason:
+            chunk.message.response_metadata["prompt_feedback"] = {
+                "block_reason": feedback.block_reason.name,
+                "block_reason_message": feedback.block_reason_message or None,
+            }
+        return chunk, usage
 
 
 def _rest_transport(chat: ChatVertexAI) -> Any:
