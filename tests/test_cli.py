@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pty
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +14,8 @@ from collections.abc import Callable
 
 import pytest
 
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.client import Client
+from gemini_sse.server.providers.fake import expected_answer, simulated_thoughts
 
 from .conftest import make_settings
 from .servers import RunningServer, free_port, wait_for
@@ -182,3 +186,94 @@ def test_ui_subcommand_hands_its_arguments_to_the_streamlit_launcher(
         main(["ui", "--help"])
     assert exited.value.code == 0
     assert "usage: gemini-sse ui" in capsys.readouterr().out
+
+
+# --- rich answers: thoughts, tool calls, sources --------------------------------------------
+
+THOUGHTS = "".join(simulated_thoughts(QUESTION))
+
+
+def sources_listed(url: str) -> str:
+    """The lines `ask --search` ends stdout with, from the client's own reading of them."""
+    with Client(url) as client:
+        sources = client.complete(QUESTION, grounding=True).sources
+    assert len(sources) == 2
+    return "".join(f"[{s.index + 1}] {s.title} <{s.url}>\n" for s in sources)
+
+
+def test_ask_think_and_search_on_a_pipe(serve: Callable[..., RunningServer]) -> None:
+    """Piped: stdout is the answer then its sources; thoughts go to stderr, prefixed, no ANSI."""
+    running = serve()
+    result = ask("--url", running.url, "--think", "--search", QUESTION)
+    assert result.returncode == 0, result.stderr
+    answer = expected_answer(make_settings(), [QUESTION])
+    assert result.stdout == f"{answer}\n\n{sources_listed(running.url)}"
+    thoughts, summary = result.stderr.splitlines()
+    assert thoughts == f"thinking: {THOUGHTS}"
+    assert re.fullmatch(r"\d+ tokens \(\d+ thinking\), first token \d+ ms, [\d.]+ s", summary)
+    assert "\x1b" not in result.stdout + result.stderr
+
+
+def ask_on_a_terminal(*args: str, env: dict[str, str] | None = None) -> tuple[str, str]:
+    """`ask` with stderr on a pseudo-terminal, stdout on a pipe: (stdout, stderr)."""
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gemini_sse._cli", "ask", *args],
+        stdout=subprocess.PIPE,
+        stderr=terminal,
+        env={**os.environ, **(env or {})},
+    )
+    os.close(terminal)
+    received = b""
+    with contextlib.suppress(OSError):  # EIO once the child has closed the terminal
+        while chunk := os.read(controller, 4096):
+            received += chunk
+    os.close(controller)
+    assert proc.stdout is not None
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    assert proc.wait(timeout=30) == 0
+    # The terminal turns each "\n" into "\r\n" on its way to the screen.
+    return stdout, received.decode().replace("\r\n", "\n")
+
+
+def test_ask_dims_thoughts_on_a_terminal(serve: Callable[..., RunningServer]) -> None:
+    """On a terminal each piece of thought is dimmed (ANSI 2); stdout holds only the answer."""
+    running = serve()
+    stdout, stderr = ask_on_a_terminal("--url", running.url, "--think", QUESTION)
+    assert stdout == expected_answer(make_settings(), [QUESTION]) + "\n"
+    dimmed = "".join(f"\x1b[2m{piece}\x1b[0m" for piece in simulated_thoughts(QUESTION))
+    assert stderr.startswith(dimmed + "\n\x1b[2m")
+    assert stderr.endswith("\x1b[0m\n") and stderr.count("\n") == 2  # the thoughts, the summary
+
+
+def test_ask_prefixes_thoughts_on_a_terminal_under_no_color(
+    serve: Callable[..., RunningServer],
+) -> None:
+    """`NO_COLOR` set: no ANSI at all, the thoughts are told apart by their prefix."""
+    running = serve()
+    _, stderr = ask_on_a_terminal("--url", running.url, "--think", QUESTION, env={"NO_COLOR": "1"})
+    assert stderr.startswith(f"thinking: {THOUGHTS}\n") and "\x1b" not in stderr
+
+
+def test_ask_tool_prints_the_call(serve: Callable[..., RunningServer]) -> None:
+    """`--tool NAME`: the model's call is printed as `tool call: name(arguments)`, exit 0."""
+    running = serve()
+    result = ask("--url", running.url, "--tool", "get_time", QUESTION)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "tool call: get_time({})\n"
+    result = ask(
+        "--url", running.url, "--tool", "get_time", "--tool", "get_date", "--json", QUESTION
+    )
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["tool_call_delta"] * 2 + ["tool_call", "done"]
+    assert events[2]["name"] == "get_time" and events[-1]["finish_reason"] == "tool_calls"
+
+
+def test_ask_shows_the_category_of_a_blocked_answer(serve: Callable[..., RunningServer]) -> None:
+    """`content_blocked`: exit 1 and the harm category after the message."""
+    running = serve(fake_fault="safety", fake_fail_after=1)
+    result = ask("--url", running.url, QUESTION)
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: content_blocked: ")
+    assert result.stderr.endswith(" (HARM_CATEGORY_DANGEROUS_CONTENT)\n")

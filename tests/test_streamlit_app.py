@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
@@ -13,10 +14,17 @@ from streamlit.proto.TextInput_pb2 import TextInput as TextInputProto
 from streamlit.testing.v1 import AppTest
 
 import gemini_sse.ui
+from gemini_sse.client import Client, SourceEvent
 from gemini_sse.server.app import create_app
 from gemini_sse.server.providers.base import ModelRequest
-from gemini_sse.server.providers.fake import FakeProvider, expected_answer
+from gemini_sse.server.providers.fake import (
+    FakeProvider,
+    expected_answer,
+    simulated_answer,
+    simulated_thoughts,
+)
 from gemini_sse.ui import launch
+from gemini_sse.ui.streamlit_app import safe_markdown, sources_markdown
 
 from .conftest import make_settings
 from .servers import RunningServer, run_in_thread
@@ -50,7 +58,7 @@ def test_question_streams_the_answer_into_the_chat(
     assert user.name == "user" and user.markdown[0].value == "What is baseball?"
     assert assistant.name == "assistant"
     expected = expected_answer(running.gateway.settings, ["What is baseball?"])
-    assert assistant.text[0].value == expected
+    assert [m.value for m in assistant.markdown] == [expected]
     assert not app.error
 
 
@@ -64,10 +72,7 @@ def test_follow_up_sends_the_conversation_so_far(
     ask(app, "What is baseball?")
     ask(app, "And cricket?")
     first = expected_answer(settings, ["What is baseball?"])
-    texts = [
-        (message.markdown if message.name == "user" else message.text)[0].value
-        for message in app.chat_message
-    ]
+    texts = [message.markdown[0].value for message in app.chat_message]
     assert texts == [
         "What is baseball?",
         first,
@@ -86,7 +91,7 @@ def test_upstream_error_is_shown_with_its_code(
     (error,) = app.error
     assert error.value.startswith("`rate_limited` The model's rate limit")
     assert "try again in 2 s" in error.value
-    partial = app.chat_message[1].text[0].value
+    partial = app.chat_message[1].markdown[0].value
     full = expected_answer(running.gateway.settings, ["What is baseball?"])
     assert partial and full.startswith(partial) and partial != full
     ask(app, "Again?")  # the failed turn is still shown after a rerun, and not sent
@@ -117,7 +122,7 @@ def test_api_key_from_the_environment_is_used_but_never_put_in_a_widget(
     assert field.value == "" and field.proto.type == TextInputProto.Type.PASSWORD
     ask(app, "What is baseball?")
     assert not app.error
-    assert app.chat_message[1].text[0].value == expected_answer(
+    assert app.chat_message[1].markdown[0].value == expected_answer(
         running.gateway.settings, ["What is baseball?"]
     )
     # A typed key wins over the environment's (widgets are looked up anew after each run).
@@ -146,7 +151,7 @@ def test_api_key_from_the_environment_is_not_sent_to_a_url_typed_in_the_page(
     app.sidebar.text_input(key="url").set_value(configured.url + "/").run()
     ask(app, "And cricket?")
     assert [e.value for e in app.error] == [error.value]  # only the first turn's
-    assert app.chat_message[3].text[0].value == expected_answer(
+    assert app.chat_message[3].markdown[0].value == expected_answer(
         configured.gateway.settings, ["And cricket?"]
     )
 
@@ -162,20 +167,131 @@ class Scripted(FakeProvider):
             yield AIMessageChunk(content=LEAKY[start : start + 8])
 
 
-def test_answer_is_shown_as_text_so_markdown_images_are_not_fetched(
+def test_answer_is_markdown_but_its_images_stay_text(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Markdown in an answer (an image an injected prompt asked for) stays text, then and later."""
+    """An image in an answer (an injected prompt's way out) is escaped, then and later."""
     settings = make_settings()
     with run_in_thread(create_app(settings, provider=Scripted(settings))) as running:
         app = start_app(running.url, monkeypatch)
         ask(app, "What is baseball?")
         for _ in range(2):  # as it streams, then from the history on the next run
             assistant = app.chat_message[1]
-            assert [t.value for t in assistant.text] == [LEAKY]
-            assert not assistant.markdown and not app.get("image")
+            escaped = "See !\\[x](http://127.0.0.1:1/leak.png) and **this**."
+            assert [m.value for m in assistant.markdown] == [escaped]
+            assert not assistant.text and not app.get("image")
             assert not app.error
             app.run()
+
+
+def test_safe_markdown_escapes_images_outside_code_only() -> None:
+    """`![` is escaped in text; code spans and fenced code keep it as written."""
+    text = "![a](u) `![b](u)` ``x ![c](u)``\n```md\n![d](u)\n```\n![e](u) \\![f](u)"
+    assert safe_markdown(text) == (
+        "!\\[a](u) `![b](u)` ``x ![c](u)``\n```md\n![d](u)\n```\n!\\[e](u) \\!\\[f](u)"
+    )
+    # An unclosed fence (an answer still streaming) keeps the rest as code.
+    assert safe_markdown("~~~\n![g](u)") == "~~~\n![g](u)"
+
+
+def test_sources_are_links_to_web_pages_only_with_their_titles_as_text() -> None:
+    """A source's title cannot make Markdown; a URL that is not http(s) is not a link."""
+    sources = [
+        SourceEvent(index=0, url="https://e.org/a b>(c)", title="[x](javascript:y) *b* :red[c]"),
+        SourceEvent(index=1, url="javascript:alert(1)", title="Trap"),
+        SourceEvent(index=2, url="http://e.org/plain"),
+    ]
+    assert sources_markdown(sources) == (
+        "**Sources**\n\n"
+        "1. [\\[x\\]\\(javascript\\:y\\) \\*b\\* \\:red\\[c\\]](<https://e.org/a b%3E(c)>)\n"
+        "2. Trap\n"
+        "3. [http\\://e\\.org/plain](<http://e.org/plain>)"
+    )
+
+
+def test_markdown_answer_is_rendered_as_markdown(
+    serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The simulated model's Markdown answer goes to `st.markdown` exactly as it came."""
+    running = serve(fake_markdown=True, fake_chunks=8, fake_chunk_chars=40)
+    app = start_app(running.url, monkeypatch)
+    ask(app, "Show me Markdown.")
+    source = "".join(simulated_answer("Show me Markdown.", 8, 40, markdown=True))
+    assert "```python" in source and "](https://" in source
+    # Streamlit strips the text it is given (here the start of a heading, "\n\n## ").
+    assert [m.value for m in app.chat_message[1].markdown] == [source.strip()]
+
+
+def test_thinking_and_search_show_thoughts_and_sources(
+    serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sidebar toggles: thoughts in a closed status box above the answer, sources below."""
+    running = serve(**QUICK)
+    app = start_app(running.url, monkeypatch)
+    app.sidebar.toggle(key="thinking").set_value(True).run()
+    app.sidebar.toggle(key="grounding").set_value(True).run()
+    ask(app, "What is baseball?")
+    with Client(running.url) as client:  # the same question, the same sources
+        sources = client.complete("What is baseball?", grounding=True).sources
+    # Titles of plain words: `sources_markdown` has nothing to escape in them.
+    assert len(sources) == 2
+    thought = "".join(simulated_thoughts("What is baseball?"))
+    assert all(re.fullmatch(r"About \w+", source.title or "") for source in sources)
+    for _ in range(2):  # as it streams, then from the history on the next run
+        assistant = app.chat_message[1]
+        (thoughts,) = assistant.status
+        assert thoughts.label == "Thoughts" and thoughts.state == "complete"
+        assert not thoughts.proto.expanded
+        assert [m.value for m in thoughts.markdown] == [thought]
+        listed = "\n".join(
+            f"{n}. [{source.title}](<{source.url}>)" for n, source in enumerate(sources, 1)
+        )
+        assert [m.value for m in assistant.markdown] == [
+            thought,
+            expected_answer(running.gateway.settings, ["What is baseball?"]),
+            "**Sources**\n\n" + listed,
+        ]
+        assert not app.error
+        app.run()
+
+
+class Calling(FakeProvider):
+    """The simulated model, but it answers with a tool call and no text."""
+
+    async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
+        yield AIMessageChunk(
+            content="",
+            tool_call_chunks=[
+                {"id": "call_1", "name": "get_weather", "args": '{"city": "Paris"}', "index": 0}
+            ],
+        )
+
+
+def test_tool_call_is_shown_as_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A `tool_call` shows as `name(arguments)`; the turn is not sent with the next question."""
+    settings = make_settings()
+    with run_in_thread(create_app(settings, provider=Calling(settings))) as running:
+        app = start_app(running.url, monkeypatch)
+        ask(app, "Weather in Paris?")
+        for _ in range(2):
+            assistant = app.chat_message[1]
+            assert [c.value for c in assistant.code] == ['get_weather({"city": "Paris"})']
+            (caption,) = assistant.caption
+            assert caption.value == "Tool call (this page cannot run tools)"
+            assert not assistant.markdown and not app.error
+            app.run()
+
+
+def test_content_blocked_error_shows_its_category(
+    serve: Callable[..., RunningServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A `content_blocked` error shows the harm category after the message."""
+    running = serve(fake_fault="safety", fake_fail_after=1, **QUICK)
+    app = start_app(running.url, monkeypatch)
+    ask(app, "What is baseball?")
+    (error,) = app.error
+    assert error.value.startswith("`content_blocked` ")
+    assert error.value.endswith(" (HARM_CATEGORY_DANGEROUS_CONTENT)")
 
 
 def test_launch_runs_the_packaged_app_on_localhost_only() -> None:

@@ -14,7 +14,17 @@ from typing import TextIO
 
 from ._client import DEFAULT_URL, Client
 from ._exceptions import GeminiSSEError, RequestRejected, StreamError
-from ._models import UPSTREAM_CODES, DoneEvent, ErrorEvent, Event, TokenEvent
+from ._models import (
+    UPSTREAM_CODES,
+    DoneEvent,
+    ErrorEvent,
+    ErrorInfo,
+    Event,
+    ReasoningEvent,
+    SourceEvent,
+    TokenEvent,
+    ToolCallEvent,
+)
 from ._protocol import StreamOptions
 
 
@@ -31,9 +41,15 @@ class ExitCode(IntEnum):
 
 EPILOG = """\
 output:
-  On a terminal the answer is printed as it arrives, followed on stderr by a line with
-  the output tokens, the time to the first token and the duration. --json prints each
+  The answer is printed on stdout as it arrives, followed on stderr by a line with the
+  output tokens, the time to the first token and the duration. --json prints each
   event as one JSON object per line; --raw prints the event stream exactly as received.
+
+  stdout carries the answer only, so that it can be piped: a tool call the model makes
+  (--tool) is a line `tool call: NAME(ARGUMENTS)`, and the sources of a grounded answer
+  (--search) follow it after a blank line as `[n] title <url>`. The model's thoughts
+  (--think) go to stderr: dimmed on a terminal, else (a pipe, a file, or NO_COLOR set)
+  each line starts with `thinking: `.
 
 exit codes:
   0    the answer arrived in full
@@ -45,7 +61,8 @@ exit codes:
   4    no connection, a timeout, or a broken stream
   130  interrupted (Ctrl-C): the stream is closed and the gateway stops the model
 
-Errors are printed on stderr as `error: <code>: <message>`.
+Errors are printed on stderr as `error: <code>: <message>`, and a blocked answer's
+category after it, e.g. `(HARM_CATEGORY_DANGEROUS_CONTENT)`.
 """
 
 
@@ -59,6 +76,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-output-tokens", type=int, help="cap on the answer's length")
     parser.add_argument(
         "--no-separators", action="store_true", help="ask for no `separator` events"
+    )
+    parser.add_argument(
+        "--think", action="store_true", help="show the model's thought summary (on stderr)"
+    )
+    parser.add_argument(
+        "--search", action="store_true", help="ground the answer in Google Search; list sources"
+    )
+    parser.add_argument(
+        "--tool",
+        action="append",
+        metavar="NAME",
+        help="a function the model may call (repeatable); its call is printed, not run",
     )
     output = parser.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print one JSON event per line")
@@ -76,6 +105,9 @@ def run(args: argparse.Namespace) -> int:
         "temperature": args.temperature,
         "max_output_tokens": args.max_output_tokens,
         "separators": False if args.no_separators else None,
+        "thinking": {"include_thoughts": True} if args.think else None,
+        "grounding": True if args.search else None,
+        "tools": [{"name": name} for name in args.tool] if args.tool else None,
     }
     printer = _Printer(sys.stdout, sys.stderr)
     try:
@@ -91,16 +123,17 @@ def run(args: argparse.Namespace) -> int:
                 else:
                     printer.show(event)
                 if isinstance(event, ErrorEvent):
-                    return printer.error(str(event.code), event.message, _exit_code(event.code))
+                    return printer.error(event.info, _exit_code(event.code))
     except KeyboardInterrupt:
         printer.end_line()
         return ExitCode.INTERRUPTED
     except GeminiSSEError as exc:
         if isinstance(exc, StreamError):  # --raw only: the others get the event
-            return printer.error(exc.code, exc.message, _exit_code(exc.code))
+            return printer.error(exc.info, _exit_code(exc.code))
         if isinstance(exc, RequestRejected):
-            return printer.error(exc.code, exc.message, ExitCode.GATEWAY)
-        return printer.error(_snake(type(exc).__name__), str(exc), ExitCode.CONNECTION)
+            return printer.error(exc.info, ExitCode.GATEWAY)
+        info = ErrorInfo(code=_snake(type(exc).__name__), message=str(exc))
+        return printer.error(info, ExitCode.CONNECTION)
     return ExitCode.OK
 
 
@@ -114,23 +147,65 @@ def _snake(name: str) -> str:
 
 
 class _Printer:
-    """The answer on `out` as it arrives; the summary and errors on `err`."""
+    """The answer (tool calls, sources) on `out` as it arrives; thoughts, summary, errors on `err`.
+
+    `out` holds what the model answered and nothing else, so that a script can pipe it.
+    """
+
+    THINKING = "thinking: "  # starts each line of thoughts where they cannot be dimmed
 
     def __init__(self, out: TextIO, err: TextIO) -> None:
         self.out = out
         self.err = err
         self.mid_line = False  # the answer so far does not end with a newline
+        self.wrote = False  # some of the answer is on `out`
+        self.thinking = False  # a line of thoughts on `err` is not ended yet
+        self.listing = False  # the sources have begun
         # ANSI only for a terminal, and never under NO_COLOR (https://no-color.org).
         self.dim = err.isatty() and not os.environ.get("NO_COLOR")
 
     def show(self, event: Event) -> None:
+        if isinstance(event, ReasoningEvent):
+            self.think(event.text)
+            return
+        self.end_thoughts()
         if isinstance(event, TokenEvent):
             self.out.write(event.text)
             self.out.flush()
             self.mid_line = not event.text.endswith("\n")
+            self.wrote = self.wrote or bool(event.text)
+        elif isinstance(event, ToolCallEvent):
+            self.line(f"tool call: {event.name}({event.arguments})")
+        elif isinstance(event, SourceEvent):
+            if self.wrote and not self.listing:
+                self.line("")  # a blank line between the answer and its sources
+            self.listing = True
+            self.line(f"[{event.index + 1}] {event.title or event.url} <{event.url}>")
         elif isinstance(event, DoneEvent):
             self.end_line()
             self.note(_summary(event))
+
+    def think(self, text: str) -> None:
+        if self.dim:
+            # Each piece dimmed on its own: an interrupted stream leaves no dim behind.
+            self.err.write(f"\x1b[2m{text}\x1b[0m")
+            self.thinking = not text.endswith("\n")
+        else:
+            for piece in text.splitlines(keepends=True):
+                self.err.write(piece if self.thinking else self.THINKING + piece)
+                self.thinking = not piece.endswith("\n")
+        self.err.flush()
+
+    def end_thoughts(self) -> None:
+        if self.thinking:
+            self.err.write("\n")
+            self.err.flush()
+            self.thinking = False
+
+    def line(self, text: str) -> None:
+        self.end_line()
+        print(text, file=self.out, flush=True)
+        self.wrote = True
 
     def end_line(self) -> None:
         if self.mid_line:
@@ -141,16 +216,20 @@ class _Printer:
     def note(self, line: str) -> None:
         print(f"\x1b[2m{line}\x1b[0m" if self.dim else line, file=self.err, flush=True)
 
-    def error(self, code: str, message: str, exit_code: ExitCode) -> ExitCode:
+    def error(self, info: ErrorInfo, exit_code: ExitCode) -> ExitCode:
+        self.end_thoughts()
         self.end_line()
-        print(f"error: {code}: {message}", file=self.err, flush=True)
+        category = f" ({info.category})" if info.category else ""
+        print(f"error: {info.code}: {info.message}{category}", file=self.err, flush=True)
         return exit_code
 
 
 def _summary(done: DoneEvent) -> str:
     parts = []
     if done.usage is not None:
-        parts.append(f"{done.usage.output_tokens} tokens")
+        thinking = done.usage.reasoning_tokens
+        extra = f" ({thinking} thinking)" if thinking else ""
+        parts.append(f"{done.usage.output_tokens} tokens{extra}")
     if done.ttft_ms is not None:
         parts.append(f"first token {done.ttft_ms:.0f} ms")
     parts.append(f"{done.duration_ms / 1000:.2f} s")

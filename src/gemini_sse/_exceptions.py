@@ -57,6 +57,11 @@ class GatewayError(GeminiSSEError):
     def retry_after(self) -> float | None:
         return self.info.retry_after
 
+    @property
+    def category(self) -> str | None:
+        """What withheld a `content_blocked` answer, when the model said."""
+        return self.info.category
+
 
 class RequestRejected(GatewayError):
     """The gateway answered with an HTTP error instead of a stream."""

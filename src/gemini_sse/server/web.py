@@ -1,6 +1,6 @@
 """The web page: a chat that reads resumable streams with the browser's own `EventSource`.
 
-`GET /` is the page and `GET /static/{name}` its script and style sheet, read from the
+`GET /` is the page and `GET /static/{name}` its scripts and style sheet, read from the
 package (`server/static/`), so the page works offline and ships in the wheel. No build
 step, no CDN.
 
@@ -32,6 +32,7 @@ router = APIRouter(include_in_schema=False)
 _MEDIA_TYPES = {
     "index.html": "text/html; charset=utf-8",
     "app.js": "text/javascript; charset=utf-8",
+    "markdown.js": "text/javascript; charset=utf-8",
     "style.css": "text/css; charset=utf-8",
 }
 
@@ -68,7 +69,7 @@ _PAGE_HEADERS = {
 def _asset(name: str) -> tuple[bytes, str]:
     """A packaged file and its entity tag.
 
-    Read on every request (three small files, on a worker thread): a file edited while the
+    Read on every request (four small files, on a worker thread): a file edited while the
     gateway runs is served as it is now, under a new entity tag, never a stale copy.
     """
     body = resources.files("gemini_sse.server").joinpath("static", name).read_bytes()

@@ -5,8 +5,10 @@
 // after it, so the answer continues where it stopped. Event ids are also checked here, so
 // no replay can ever show a piece of text twice.
 //
-// Model output only ever reaches the page as text (text nodes, textContent); the page's
-// Content-Security-Policy requires Trusted Types, so an innerHTML would throw anyway.
+// Model output only ever reaches the page as text (text nodes, textContent): answers and
+// thoughts are Markdown, turned into elements by markdown.js (see there why that is safe
+// without a sanitiser). The page's Content-Security-Policy requires Trusted Types, so an
+// innerHTML would throw anyway.
 "use strict";
 
 (() => {
@@ -14,6 +16,9 @@
   const KEY_STORAGE = "gemini-sse.api-key"; // sessionStorage: this tab only
   const MODEL_STORAGE = "gemini-sse.model"; // sessionStorage
   const SEPARATORS_STORAGE = "gemini-sse.separators"; // localStorage: a view preference
+  const THINK_STORAGE = "gemini-sse.think"; // localStorage: what to ask for
+  const SEARCH_STORAGE = "gemini-sse.search"; // localStorage
+  const { render, safeUrl } = window.GeminiMarkdown;
 
   const $ = (id) => document.getElementById(id);
   const ui = {
@@ -28,12 +33,14 @@
     apiKey: $("api-key"),
     model: $("model"),
     separators: $("show-separators"),
+    think: $("think"),
+    search: $("search"),
     newChat: $("new-chat"),
   };
 
   /** Finished turns only, as the gateway takes them: [{role, content}, ...]. */
   const history = [];
-  /** The stream being read: {id, source, lastId, stopped, turn, text}, or null. */
+  /** The stream being read (see `ask`), or null. */
   let current = null;
 
   // --- small helpers -------------------------------------------------------------------
@@ -73,22 +80,102 @@
     const root = element("article", "turn");
     const asked = element("div", "question");
     asked.append(element("span", "visually-hidden", "You: "), question);
+    // The thought summary, above the answer and closed: it is not the answer.
+    const thoughts = element("details", "thoughts");
+    const thinking = element("summary", null, "Thinking…");
+    const reasoning = element("div", "reasoning");
+    thoughts.append(thinking, reasoning);
+    thoughts.hidden = true;
     const label = element("div", "answer-label", "Answer");
     const answer = element("div", "answer");
     answer.dataset.state = "waiting";
+    const calls = element("div", "tool-calls");
+    calls.hidden = true;
+    const sources = element("section", "sources");
+    sources.setAttribute("aria-label", "Sources");
+    sources.hidden = true;
     const footer = element("footer", "meta");
     footer.hidden = true;
-    root.append(asked, label, answer, footer);
+    root.append(asked, thoughts, label, answer, calls, sources, footer);
     follow(() => ui.log.append(root));
-    return { root, label, answer, footer };
+    return { root, thoughts, thinking, reasoning, label, answer, calls, sources, footer };
+  }
+
+  /** Render what changed since the last frame; at most once a frame, however fast tokens come. */
+  function paint(stream) {
+    if (!stream.frame) stream.frame = requestAnimationFrame(() => draw(stream));
+  }
+
+  function draw(stream) {
+    if (stream.frame) cancelAnimationFrame(stream.frame);
+    stream.frame = 0;
+    const turn = stream.turn;
+    follow(() => {
+      if (stream.dirty.has("reasoning")) turn.reasoning.replaceChildren(render(stream.reasoning));
+      if (stream.dirty.has("answer")) {
+        const mark = (index) => chunkMark(stream, index);
+        turn.answer.replaceChildren(render(stream.text, { marks: stream.marks, mark }));
+      }
+    });
+    stream.dirty.clear();
+  }
+
+  /** A chunk boundary: a mark that holds no text. */
+  function chunkMark(stream, index) {
+    const mark = element("span", "sep");
+    mark.setAttribute("aria-hidden", "true");
+    mark.dataset.index = String(index);
+    mark.title = `end of chunk ${index + 1}`;
+    // The mark after the last chunk is not "between" anything: hidden once the answer ended.
+    if (stream.ended && stream.marks[index] === stream.text.length) mark.classList.add("trailing");
+    return mark;
+  }
+
+  /** A tool call as it streams in; the page shows it but cannot run it. */
+  function showCall(stream, index, { name, arguments: args = "", whole = false }) {
+    let call = stream.calls.get(index);
+    if (!call) {
+      call = { name: "", args: "", box: element("div", "tool-call") };
+      call.box.title = "The model asked to call a tool; this page cannot run tools.";
+      stream.calls.set(index, call);
+      stream.turn.calls.append(call.box);
+      stream.turn.calls.hidden = false;
+    }
+    if (name) call.name = name;
+    call.args = whole ? args : call.args + args;
+    const code = element("code", null, `${call.name}(${call.args})`);
+    follow(() => call.box.replaceChildren(element("span", "tool-call-label", "Tool call: "), code));
+  }
+
+  function showSource(turn, source) {
+    let list = turn.sources.querySelector("ol");
+    if (!list) {
+      list = element("ol");
+      turn.sources.append(element("div", "sources-label", "Sources"), list);
+      turn.sources.hidden = false;
+    }
+    const item = element("li");
+    const href = safeUrl(source.url);
+    const name = source.title || source.url;
+    if (href && href.startsWith("http")) {
+      const a = element("a", null, name);
+      a.href = href;
+      a.target = "_blank";
+      a.rel = "noopener noreferrer";
+      item.append(a);
+    } else {
+      item.append(name); // not a web page: shown, not linked
+    }
+    follow(() => list.append(item));
   }
 
   function showSummary(turn, done) {
     const items = [["model", done.model]];
     if (done.usage) {
       const u = done.usage;
-      const tokens = `${u.total_tokens} tokens (${u.input_tokens} in, ${u.output_tokens} out)`;
-      items.push(["tokens", tokens]);
+      const counts = [`${u.input_tokens} in`, `${u.output_tokens} out`];
+      if (u.reasoning_tokens) counts.push(`${u.reasoning_tokens} thinking`);
+      items.push(["tokens", `${u.total_tokens} tokens (${counts.join(", ")})`]);
     }
     items.push(["chunks", `${done.chunks} ${done.chunks === 1 ? "chunk" : "chunks"}`]);
     if (done.ttft_ms !== undefined && done.ttft_ms !== null) {
@@ -114,6 +201,7 @@
     box.setAttribute("role", "alert");
     if (info.code) box.append(element("span", "error-code", info.code));
     box.append(element("span", "error-message", info.message || "Something went wrong."));
+    if (info.category) box.append(element("span", "error-category", info.category));
     if (info.retryable) {
       const later = info.retry_after ? ` in ${Math.ceil(info.retry_after)} s` : "";
       box.append(element("span", "error-hint", `You can try again${later}.`));
@@ -144,9 +232,15 @@
       source: null, // its EventSource
       lastId: 0, // the last event id taken
       stopped: false,
+      ended: false,
       turn,
       question,
-      text: "",
+      text: "", // the answer so far, as Markdown
+      marks: [], // where in `text` each chunk ended
+      reasoning: "", // the thought summary so far
+      calls: new Map(), // tool calls by index: {name, args, box}
+      dirty: new Set(), // what to render in the next frame: "answer", "reasoning"
+      frame: 0, // the requested animation frame, if any
     };
     current = stream;
     setBusy(true);
@@ -157,6 +251,8 @@
       separators: true,
     };
     if (ui.model.value) body.model = ui.model.value;
+    if (ui.think.checked) body.thinking = { include_thoughts: true };
+    if (ui.search.checked) body.grounding = true;
 
     let created;
     try {
@@ -221,30 +317,53 @@
     source.addEventListener("open", () => {
       if (stream === current && stream.lastId > 0) setStatus("Reconnected: resuming the answer…");
     });
+    source.addEventListener("reasoning", (event) => {
+      if (!fresh(event)) return;
+      stream.reasoning += JSON.parse(event.data).text;
+      stream.turn.thoughts.hidden = false;
+      if (!stream.text) setStatus("Thinking…");
+      stream.dirty.add("reasoning");
+      paint(stream);
+    });
     source.addEventListener("token", (event) => {
       if (!fresh(event)) return;
-      const { text } = JSON.parse(event.data);
-      stream.text += text;
+      stream.text += JSON.parse(event.data).text;
       if (ui.status.textContent !== "Streaming…") setStatus("Streaming…");
+      stream.turn.thinking.textContent = "Thoughts"; // the answer has begun
       stream.turn.answer.dataset.state = "streaming";
-      follow(() => stream.turn.answer.append(text)); // a text node: never parsed as HTML
+      stream.dirty.add("answer");
+      paint(stream);
     });
     source.addEventListener("separator", (event) => {
       if (!fresh(event)) return;
-      const { index } = JSON.parse(event.data);
-      const mark = element("span", "sep");
-      mark.setAttribute("aria-hidden", "true");
-      mark.dataset.index = String(index);
-      mark.title = `end of chunk ${index + 1}`;
-      stream.turn.answer.append(mark);
+      stream.marks.push(stream.text.length);
+      stream.dirty.add("answer");
+      paint(stream);
+    });
+    source.addEventListener("tool_call_delta", (event) => {
+      if (!fresh(event)) return;
+      const delta = JSON.parse(event.data);
+      showCall(stream, delta.index, delta);
+    });
+    source.addEventListener("tool_call", (event) => {
+      if (!fresh(event)) return;
+      const call = JSON.parse(event.data);
+      showCall(stream, call.index, { ...call, whole: true });
+    });
+    source.addEventListener("source", (event) => {
+      if (!fresh(event)) return;
+      showSource(stream.turn, JSON.parse(event.data));
     });
     source.addEventListener("done", (event) => {
       if (!fresh(event)) return;
       source.close();
-      history.push(
-        { role: "user", content: stream.question },
-        { role: "assistant", content: stream.text },
-      );
+      if (stream.text.trim()) {
+        // An answer of tool calls only has no text to send back: the turn is left out.
+        history.push(
+          { role: "user", content: stream.question },
+          { role: "assistant", content: stream.text },
+        );
+      }
       showSummary(stream.turn, JSON.parse(event.data));
       end(stream, {});
     });
@@ -271,14 +390,16 @@
     if (stream !== current) return;
     current = null;
     if (stream.source) stream.source.close();
+    stream.ended = true;
+    stream.dirty.add("answer");
+    draw(stream); // at once: the last frame may not have come (a hidden tab has none)
     const answer = stream.turn.answer;
     answer.dataset.state = "ended";
-    if (!answer.firstChild) {
-      answer.hidden = true; // nothing came: the error or note says why
+    stream.turn.thinking.textContent = "Thoughts";
+    if (!stream.text) {
+      answer.hidden = true; // no text came: the error, note or tool call says why
       stream.turn.label.hidden = true;
     }
-    const last = answer.lastChild;
-    if (last instanceof Element && last.classList.contains("sep")) last.classList.add("trailing");
     if (error) showError(stream.turn, error);
     if (note) showNote(stream.turn, note);
     setBusy(false);
@@ -384,6 +505,14 @@
   ui.model.addEventListener("change", () => {
     sessionStorage.setItem(MODEL_STORAGE, ui.model.value);
   });
+
+  for (const [box, key] of [
+    [ui.think, THINK_STORAGE],
+    [ui.search, SEARCH_STORAGE],
+  ]) {
+    box.checked = localStorage.getItem(key) === "on";
+    box.addEventListener("change", () => localStorage.setItem(key, box.checked ? "on" : "off"));
+  }
 
   ui.separators.checked = localStorage.getItem(SEPARATORS_STORAGE) !== "hidden";
   ui.separators.addEventListener("change", () => {
