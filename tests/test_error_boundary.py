@@ -117,14 +117,25 @@ async def test_event_streams_document_their_events(client: httpx.AsyncClient) ->
     items = media["text/event-stream"]["itemSchema"]["oneOf"]
     assert [item["properties"]["event"]["const"] for item in items] == [
         "token",
+        "reasoning",
+        "tool_call_delta",
+        "tool_call",
+        "source",
         "separator",
         "done",
         "error",
     ]
     data = items[0]["properties"]["data"]
     assert data["contentSchema"] == {"$ref": "#/components/schemas/TokenEvent"}
-    token = document["components"]["schemas"]["TokenEvent"]
+    schemas = document["components"]["schemas"]
+    token = schemas["TokenEvent"]
     assert token["required"] == ["text"] and "event" not in token["properties"]
+    call = schemas["ToolCallEvent"]
+    assert call["required"] == ["index", "call_id", "name", "arguments"]
+    assert "id" not in call["properties"] and "signature" in call["properties"]
+    assert schemas["SourceEvent"]["properties"]["cited"]["items"] == {
+        "$ref": "#/components/schemas/Citation"
+    }
 
 
 async def test_every_422_is_documented_as_our_error_body(client: httpx.AsyncClient) -> None:

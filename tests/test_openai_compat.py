@@ -265,7 +265,7 @@ def test_first_token_timeout_is_a_504_before_the_stream(
 @pytest.mark.parametrize(
     ("options", "param"),
     [
-        ({"tools": [{"type": "function", "function": {"name": "f"}}]}, "tools"),
+        ({"tools": [{"type": "custom", "custom": {"name": "f"}}]}, "tools[0].type"),
         ({"n": 2}, "n"),
         ({"response_format": {"type": "json_object"}}, "response_format"),
         (
@@ -275,15 +275,15 @@ def test_first_token_timeout_is_a_504_before_the_stream(
                         "role": "user",
                         "content": [
                             {"type": "text", "text": "what is this?"},
-                            {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                            {"type": "file", "file": {"file_id": "file-abc"}},
                         ],
                     }
                 ]
             },
-            "messages[0].content[1]",
+            "messages[0].content[1].file.file_id",
         ),
         (
-            {"messages": [{"role": "tool", "content": "42", "tool_call_id": "t"}]},
+            {"messages": [{"role": "function", "name": "f", "content": "42"}]},
             "messages[0].role",
         ),
         ({"extra_body": {"frobnicate": True}}, "frobnicate"),

@@ -206,8 +206,8 @@ def test_encoder_without_text_ends_with_failed_and_no_item() -> None:
 @pytest.mark.parametrize(
     ("options", "param"),
     [
-        ({"tools": [{"type": "function", "name": "f", "parameters": {}}]}, "tools"),
-        ({"reasoning": {"effort": "high"}}, "reasoning"),
+        ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
+        ({"reasoning": {"effort": "high", "mode": "pro"}}, "reasoning.mode"),
         ({"previous_response_id": "resp_1"}, "previous_response_id"),
         ({"text": {"format": {"type": "json_object"}}}, "text.format"),
         (
@@ -217,7 +217,7 @@ def test_encoder_without_text_ends_with_failed_and_no_item() -> None:
                         "role": "user",
                         "content": [
                             {"type": "input_text", "text": "what is this?"},
-                            {"type": "input_image", "image_url": "https://x.test/a.png"},
+                            {"type": "input_image", "file_id": "file_1"},
                         ],
                     }
                 ]
@@ -233,7 +233,7 @@ def test_encoder_without_text_ends_with_failed_and_no_item() -> None:
 def test_what_cannot_be_honoured_is_a_bad_request(
     server: RunningServer, client: openai.OpenAI, options: dict[str, Any], param: str
 ) -> None:
-    """Tools, reasoning, non-text input, unknown fields: a 400 naming the field, no model call."""
+    """Hosted tools, uploads, unknown fields: a 400 naming the field, no model call."""
     request: dict[str, Any] = {"model": MODEL, "input": "hi", **options}
     with pytest.raises(openai.BadRequestError) as caught:
         client.responses.create(**request)

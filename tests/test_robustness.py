@@ -218,6 +218,9 @@ class AlwaysRateLimited:
     def __init__(self) -> None:
         self.tries = 0
 
+    def check(self, request: ModelRequest) -> None:
+        """Anything goes."""
+
     async def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
         self.tries += 1
         raise RateLimited("quota exceeded")

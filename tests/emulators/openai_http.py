@@ -3,6 +3,9 @@
 It answers the way vLLM, Ollama and llama.cpp's server do: `data: {chat.completion.chunk}`
 events, a usage-only chunk when `stream_options.include_usage` is set, then `data: [DONE]`.
 A blocked prompt is Azure OpenAI's answer: HTTP 400 with error code `content_filter`.
+`thinking` streams the thought summary as `reasoning_content` deltas (vLLM's, DeepSeek's
+field) before the answer; `tool_call` streams one call, its arguments in several pieces
+after a first delta with its id and name, and ends with finish reason `tool_calls`.
 """
 
 from __future__ import annotations
@@ -13,7 +16,16 @@ import time
 from typing import Any
 
 from .httpserver import HttpExchange, HttpRequest, HttpServer
-from .scenario import ERROR_MESSAGES, RETRY_AFTER_S, USAGE, Emulator, Seen
+from .scenario import (
+    ERROR_MESSAGES,
+    RETRY_AFTER_S,
+    THOUGHT_TOKENS,
+    THOUGHTS,
+    TOOL_CALL,
+    USAGE,
+    Emulator,
+    Seen,
+)
 
 _ERRORS: dict[str, tuple[int, str]] = {
     "rate_limit": (429, "rate_limit_exceeded"),
@@ -24,6 +36,11 @@ _ERRORS: dict[str, tuple[int, str]] = {
 }
 _AZURE_PATH = re.compile(r"/openai/deployments/([^/]+)/chat/completions")
 _OPTIONS = ("temperature", "top_p", "max_tokens", "max_completion_tokens", "stop")
+# The call `tool_call` makes, in OpenAI's terms: its arguments as the model writes them
+# (compact, non-ASCII as it is), sent in pieces of `TOOL_PIECE_CHARS`.
+TOOL_CALL_ID = "call_emulated_0"
+TOOL_ARGUMENTS = json.dumps(TOOL_CALL["args"], ensure_ascii=False, separators=(",", ":"))
+TOOL_PIECE_CHARS = 8
 
 
 class OpenAIHttpEmulator(Emulator):
@@ -106,24 +123,60 @@ class OpenAIHttpEmulator(Emulator):
                     await self.pause(script.delay_s)
                 exchange.cut()
                 return
+            case "tool_call":
+                await self._tool_call(exchange, model, script.delay_s)
+                await self._finish(exchange, model, include_usage, output_tokens=USAGE["output"])
+                return
+        thoughts = THOUGHTS if script.scenario == "thinking" else ()
+        for index, thought in enumerate(thoughts):
+            await self._event(exchange, _chunk(model, None, role=index == 0, reasoning=thought))
+            await self.pause(script.delay_s)
         for index, text in enumerate(script.chunks):
             if index:
                 await self.pause(script.delay_s)
             if index == len(script.chunks) - 1 and script.hold_last:
                 await self.wait_for_client_first()
-            await self._event(exchange, _chunk(model, text, role=index == 0))
+            await self._event(exchange, _chunk(model, text, role=index == 0 and not thoughts))
         await self._event(exchange, _chunk(model, None, finish="stop"))
-        await self._finish(exchange, model, include_usage, output_tokens=USAGE["output"])
+        reasoning = THOUGHT_TOKENS if thoughts else None
+        await self._finish(
+            exchange, model, include_usage, output_tokens=USAGE["output"], reasoning=reasoning
+        )
+
+    async def _tool_call(self, exchange: HttpExchange, model: str, delay_s: float) -> None:
+        """One call: id, type and name first (OpenAI sends no arguments yet), then pieces."""
+        first = {
+            "index": 0,
+            "id": TOOL_CALL_ID,
+            "type": "function",
+            "function": {"name": TOOL_CALL["name"], "arguments": ""},
+        }
+        await self._event(exchange, _chunk(model, None, role=True, tool_call=first))
+        for start in range(0, len(TOOL_ARGUMENTS), TOOL_PIECE_CHARS):
+            await self.pause(delay_s)
+            piece = {
+                "index": 0,
+                "function": {"arguments": TOOL_ARGUMENTS[start:][:TOOL_PIECE_CHARS]},
+            }
+            await self._event(exchange, _chunk(model, None, tool_call=piece))
+        await self._event(exchange, _chunk(model, None, finish="tool_calls"))
 
     async def _finish(
-        self, exchange: HttpExchange, model: str, include_usage: bool, output_tokens: int
+        self,
+        exchange: HttpExchange,
+        model: str,
+        include_usage: bool,
+        output_tokens: int,
+        reasoning: int | None = None,
     ) -> None:
         if include_usage:
-            usage = {
+            usage: dict[str, Any] = {
                 "prompt_tokens": USAGE["input"],
                 "completion_tokens": output_tokens,
                 "total_tokens": USAGE["input"] + output_tokens,
             }
+            if reasoning is not None:
+                usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
             await self._event(exchange, {**_chunk(model, None), "choices": [], "usage": usage})
         await exchange.send_chunk(b"data: [DONE]\n\n")
         await exchange.end_stream()
@@ -138,22 +191,33 @@ class OpenAIHttpEmulator(Emulator):
         return Seen(
             path=request.path,
             model=body.get("model", ""),
-            contents=[(m["role"], m["content"]) for m in messages if m.get("role") != "system"],
+            contents=[(m["role"], m.get("content")) for m in messages if m.get("role") != "system"],
             system="".join(system) or None,
             generation_config={k: body[k] for k in _OPTIONS if k in body},
             authorization=request.headers.get("authorization"),
             api_key=request.headers.get("api-key"),
+            body=body,
         )
 
 
 def _chunk(
-    model: str, text: str | None, *, role: bool = False, finish: str | None = None
+    model: str,
+    text: str | None,
+    *,
+    role: bool = False,
+    finish: str | None = None,
+    reasoning: str | None = None,
+    tool_call: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     delta: dict[str, Any] = {}
     if role:
         delta["role"] = "assistant"
     if text is not None:
         delta["content"] = text
+    if reasoning is not None:
+        delta["reasoning_content"] = reasoning
+    if tool_call is not None:
+        delta["tool_calls"] = [tool_call]
     return {
         "id": "chatcmpl-emulated",
         "object": "chat.completion.chunk",

@@ -169,7 +169,7 @@ class Gateway:
             raise _invalid(f"max_output_tokens may be at most {s.max_output_tokens}.")
         if body.simulation is not None and self.provider.name != "fake":
             raise _invalid("`simulation` is accepted only while the simulated model serves.")
-        return ModelRequest(
+        request = ModelRequest(
             messages=turns,
             model=model,
             temperature=body.temperature,
@@ -183,6 +183,8 @@ class Gateway:
             grounding=bool(body.grounding),
             media=media,
         )
+        self.provider.check(request)
+        return request
 
     def _media(self, turns: Sequence[ChatMessage]) -> dict[int, list[Media]]:
         """Every message's images and files, checked: 413 or 422 for one that is not."""

@@ -82,26 +82,47 @@ def _describe_openai_requests(schemas: dict[str, Any], settings: Settings) -> No
         _constrain(props[name], {"maximum": settings.max_output_tokens})
     text = {"type": "string", "minLength": 1, "pattern": NOT_BLANK}
     message = schemas["Message"]
-    message["required"] = ["role", "content"]
+    message["required"] = ["role"]  # an assistant's `tool_calls` may stand for `content`
     message_props = message["properties"]
-    message_props["role"] = {"enum": ["system", "developer", "user", "assistant"]}
+    message_props["role"] = {"enum": ["system", "developer", "user", "assistant", "tool"]}
     for field in REFUSED_IN_MESSAGES:
         message_props[field] = {"type": "null", "default": None}
+    parts = [
+        {
+            "type": "object",
+            "required": ["type", "text"],
+            "properties": {"type": {"const": "text"}, "text": text},
+        }
+    ]
+    for kind, model in (
+        ("image_url", "ImageURL"),
+        ("file", "FileData"),
+        ("input_audio", "InputAudio"),
+    ):
+        parts.append(
+            {
+                "type": "object",
+                "required": ["type", kind],
+                "properties": {"type": {"const": kind}, kind: {"$ref": _REF.format(model=model)}},
+            }
+        )
     message_props["content"] = {
         "anyOf": [
             {**text, "maxLength": settings.max_message_chars},
-            {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "required": ["type", "text"],
-                    "properties": {"type": {"const": "text"}, "text": text},
-                },
-            },
+            {"type": "array", "minItems": 1, "items": {"anyOf": parts}},
+            {"type": "null"},
         ]
     }
     schemas.pop("ContentPart", None)
+    # Only functions: other tool types parse, to be refused by name.
+    for name, required in (
+        ("ToolParam", "function"),
+        ("ToolChoiceParam", "function"),
+        ("MessageToolCall", "function"),
+    ):
+        schemas[name]["properties"]["type"] = {"const": "function"}
+        schemas[name]["required"] = sorted({*schemas[name].get("required", ()), "type", required})
+    schemas["WebSearchOptions"]["properties"]["user_location"] = {"type": "null", "default": None}
 
 
 _A_USER_TURN = {"type": "object", "required": ["role"], "properties": {"role": {"const": "user"}}}

@@ -2,26 +2,35 @@
 
 Requests reject fields OpenAI does not know (as OpenAI does). Fields OpenAI knows but the
 gateway cannot honour, and that would change the answer, are declared here only so that
-`ChatCompletionRequest.refusal()` can name them in a 400: nothing is dropped silently.
-The last section maps our error codes, finish reasons and usage to OpenAI's terms.
+`ChatCompletionRequest.to_stream_request()` can name them in a 400 (`Refusal`): nothing is
+dropped silently. The last sections map our events, error codes, finish reasons and usage
+to OpenAI's terms.
 Reference: https://platform.openai.com/docs/api-reference/chat/create
+
+Where OpenAI has no field for what the gateway carries, the field others use is taken:
+`reasoning_content` for the thought summary (DeepSeek, vLLM, LiteLLM), and
+`extra_content.google.thought_signature` on a tool call for Gemini's thought signature
+(Google's own OpenAI-compatible endpoint).
 """
 
 from __future__ import annotations
 
+import mimetypes
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..._models import (
-    ChatMessage,
     DoneEvent,
     ErrorCode,
     ErrorEvent,
     ErrorInfo,
     SimulationOptions,
+    SourceEvent,
     StreamRequest,
+    ThinkingOptions,
+    ToolCallEvent,
     Usage,
 )
 
@@ -31,8 +40,22 @@ class _Input(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
+class _Open(BaseModel):
+    # Shapes OpenAI extends with new `type`s: an unknown one parses, to be refused by name.
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+
 class _Output(BaseModel):
     model_config = ConfigDict(frozen=True)
+
+
+class Refusal(Exception):
+    """A request asks what the gateway cannot serve: `param` names it, as OpenAI would."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+        self.message = message
 
 
 # --- requests ---------------------------------------------------------------------------
@@ -47,52 +70,74 @@ REFUSED: dict[str, tuple[str, tuple[object, ...]]] = {
     "top_logprobs": ("Log probabilities", (None, 0)),
     "response_format": ("Structured output", (None, {"type": "text"})),
     "audio": ("Audio output", (None,)),
-    "reasoning_effort": ("A reasoning effort", (None,)),
     "verbosity": ("A verbosity level", (None,)),
-    "tools": ("Tool calling", (None,)),
-    "tool_choice": ("Tool calling", (None, "none")),
-    "functions": ("Function calling", (None,)),
-    "function_call": ("Function calling", (None, "none")),
+    "functions": ("Function calling (`functions`; send `tools`)", (None,)),
+    "function_call": ("Function calling (`function_call`; send `tool_choice`)", (None, "none")),
     "prediction": ("Predicted output", (None,)),
-    "web_search_options": ("Web search", (None,)),
     "moderation": ("Moderation", (None,)),
 }
 REFUSED_IN_MESSAGES: dict[str, str] = {
-    "tool_calls": "Tool calling",
-    "tool_call_id": "Tool calling",
-    "function_call": "Function calling",
+    "function_call": "Function calling (send `tool_calls`)",
     "audio": "Audio input",
     "refusal": "A refusal turn",
 }
 
 
-class ContentPart(BaseModel):
-    """One part of a message's content; only `text` parts are served."""
+class ImageURL(_Input):
+    url: str = Field(min_length=1)  # a `data:` URL, or an `https:` one the model fetches
+    detail: Literal["auto", "low", "high", "original"] | None = None  # accepted, not passed on
 
-    # Other part types (image_url, input_audio, file) parse, to be refused by name.
-    model_config = ConfigDict(extra="allow", frozen=True)
+
+class FileData(_Input):
+    file_data: str | None = None  # a `data:` URL, or base64 (its type from `filename`)
+    file_id: str | None = None
+    filename: str | None = None
+
+
+class InputAudio(_Input):
+    data: str  # base64
+    format: Literal["wav", "mp3"]
+
+
+class ContentPart(_Open):
+    """One part of a message's content: text, or for a user an image, file or audio."""
 
     type: str
     text: str | None = None
+    image_url: ImageURL | None = None
+    file: FileData | None = None
+    input_audio: InputAudio | None = None
+
+
+class CalledFunction(_Input):
+    name: str
+    arguments: str
+
+
+class MessageToolCall(_Open):
+    """A call an earlier answer made, sent back in the history."""
+
+    id: str
+    type: str = "function"
+    function: CalledFunction | None = None
+    # Gemini's thought signature, where Google's OpenAI-compatible endpoint puts it.
+    extra_content: dict[str, Any] | None = None
 
 
 class Message(_Input):
-    """One turn; `developer` is served as `system`, `tool` and `function` are refused."""
+    """One turn; `developer` is served as `system`, `function` is refused."""
 
     role: Literal["system", "developer", "user", "assistant", "tool", "function"]
     content: str | list[ContentPart] | None = None
     name: str | None = None  # accepted, not passed on
-    tool_calls: Any = None
-    tool_call_id: Any = None
+    tool_calls: list[MessageToolCall] | None = None
+    tool_call_id: str | None = None
     function_call: Any = None
     audio: Any = None
     refusal: Any = None
-
-    def text(self) -> str:
-        """The content as one string; text parts are joined by newlines."""
-        if isinstance(self.content, list):
-            return "\n".join(part.text or "" for part in self.content)
-        return self.content or ""
+    # What an answer's message carries besides: accepted when it is sent back, not passed on.
+    annotations: Any = None
+    reasoning_content: Any = None
 
 
 class StreamOptions(_Input):
@@ -100,6 +145,38 @@ class StreamOptions(_Input):
 
     include_usage: bool | None = None
     include_obfuscation: bool | None = None  # accepted, nothing to obfuscate
+
+
+class FunctionDefinition(_Input):
+    name: str
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class ToolParam(_Open):
+    """One of `tools`; only `function` tools are served."""
+
+    type: str
+    function: FunctionDefinition | None = None
+
+
+class ChoiceFunction(_Input):
+    name: str
+
+
+class ToolChoiceParam(_Open):
+    """`tool_choice` naming a function: `{"type": "function", "function": {"name"}}`."""
+
+    type: str
+    function: ChoiceFunction | None = None
+
+
+class WebSearchOptions(_Input):
+    """`web_search_options`: ground the answer in a web search (Google Search here)."""
+
+    search_context_size: Literal["low", "medium", "high"] | None = None  # accepted, not passed on
+    user_location: Any = None
 
 
 def _neutral(value: object, neutral: tuple[object, ...]) -> bool:
@@ -119,6 +196,11 @@ class ChatCompletionRequest(_Input):
     max_tokens: int | None = Field(default=None, ge=1)
     max_completion_tokens: int | None = Field(default=None, ge=1)
     stop: str | Annotated[list[str], Field(max_length=16)] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceParam | None = None
+    # `none` turns thinking off where the model allows; the others set its depth.
+    reasoning_effort: Literal["none", "minimal", "low", "medium", "high"] | None = None
+    web_search_options: WebSearchOptions | None = None
     # Accepted; they do not change the answer.
     user: str | None = None
     metadata: dict[str, str] | None = None
@@ -141,64 +223,200 @@ class ChatCompletionRequest(_Input):
     # Text is the one output there is: anything else is refused by validation.
     modalities: list[Literal["text"]] | None = Field(default=None, min_length=1, max_length=1)
     audio: Any = None
-    reasoning_effort: str | None = None
     verbosity: str | None = None
-    tools: list[Any] | None = None
-    tool_choice: Any = None
     functions: list[Any] | None = None
     function_call: Any = None
     prediction: Any = None
-    web_search_options: Any = None
     moderation: Any = None
-    # The gateway's own: the simulated model's behaviour for this request.
+    # The gateway's own, as on `/v1/stream`: thinking in detail (over `reasoning_effort`),
+    # and the simulated model's behaviour for this request.
+    thinking: ThinkingOptions | None = None
     simulation: SimulationOptions | None = None
-
-    def refusal(self) -> tuple[str, str] | None:
-        """`(param, message)` for the first thing asked that the gateway cannot serve."""
-        for field, (what, neutral) in REFUSED.items():
-            if not _neutral(getattr(self, field), neutral):
-                return field, f"{what} is not supported by this gateway (`{field}`)."
-        for i, message in enumerate(self.messages):
-            if message.role in ("tool", "function"):
-                return f"messages[{i}].role", f"`{message.role}` messages are not supported."
-            for field, what in REFUSED_IN_MESSAGES.items():
-                if getattr(message, field) is not None:
-                    param = f"messages[{i}].{field}"
-                    return param, f"{what} is not supported by this gateway (`{param}`)."
-            for j, part in enumerate(message.content if isinstance(message.content, list) else ()):
-                param = f"messages[{i}].content[{j}]"
-                if part.type != "text":
-                    return param, f"`{part.type}` content parts are not supported; send text."
-                if part.text is None or not part.text.strip(" \t\n\r"):
-                    return param, "A text part needs `text`."
-        return None
 
     def max_output_tokens(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
     def to_stream_request(self) -> StreamRequest:
-        """The gateway's own request for the same answer (call `refusal()` first)."""
+        """The gateway's own request for the same answer; `Refusal` for what it cannot serve."""
+        for field, (what, neutral) in REFUSED.items():
+            if not _neutral(getattr(self, field), neutral):
+                raise Refusal(field, f"{what} is not supported by this gateway (`{field}`).")
         stop = [self.stop] if isinstance(self.stop, str) else self.stop
         stop = [s for s in stop or () if s]  # an empty stop sequence stops nothing
-        return StreamRequest(
-            messages=[
-                # `refusal()` turned tool roles away; validation says so again if not.
-                ChatMessage.model_validate(
-                    {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        body = {
+            "messages": [_turn(i, m) for i, m in enumerate(self.messages)],
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_output_tokens": self.max_output_tokens(),
+            "top_p": self.top_p,
+            "stop": stop or None,
+            "separators": False,
+            "thinking": self._thinking(),
+            "tools": self._tools(),
+            "tool_choice": self._tool_choice(),
+            "grounding": self._grounding(),
+            "simulation": self.simulation,
+        }
+        try:
+            return StreamRequest.model_validate(body)
+        except ValidationError as exc:  # e.g. text that is not valid Unicode
+            problem = exc.errors()[0]
+            param = _openai_param(tuple(problem["loc"])) or "messages"
+            raise Refusal(param, f"{param}: {problem['msg']}") from None
+
+    def _tools(self) -> list[dict[str, Any]] | None:
+        functions = []
+        for i, tool in enumerate(self.tools or ()):
+            at = f"tools[{i}]"
+            if tool.type != "function":
+                raise Refusal(
+                    f"{at}.type", f"`{tool.type}` tools are not supported; send functions."
                 )
-                for m in self.messages
-            ],
-            model=self.model,
-            temperature=self.temperature,
-            max_output_tokens=self.max_output_tokens(),
-            top_p=self.top_p,
-            stop=stop or None,
-            separators=False,
-            simulation=self.simulation,
+            function = tool.function
+            if function is None:
+                raise Refusal(f"{at}.function", "A `function` tool needs `function`.")
+            # `strict` is accepted and not enforced (as on /v1/responses): the schema goes to
+            # the model, which Gemini follows closely, and refusing it would refuse the
+            # OpenAI SDK's own `pydantic_function_tool` and the Agents SDK, which set it.
+            functions.append(
+                {
+                    "name": function.name,
+                    "description": function.description,
+                    "parameters": function.parameters,
+                }
+            )
+        return functions or None
+
+    def _tool_choice(self) -> str | dict[str, str] | None:
+        choice = self.tool_choice
+        if isinstance(choice, ToolChoiceParam):
+            if choice.type != "function" or choice.function is None:
+                raise Refusal("tool_choice", f"A `{choice.type}` tool choice is not supported.")
+            return {"name": choice.function.name}
+        if choice in ("auto", "none") and not self.tools:
+            return None  # nothing to choose from: the same as not saying
+        return choice
+
+    def _thinking(self) -> ThinkingOptions | None:
+        options: dict[str, Any] = {}
+        if self.reasoning_effort == "none":
+            options["budget"] = 0
+        elif self.reasoning_effort is not None:
+            # A client that asks for reasoning is shown it (as LiteLLM does with Gemini);
+            # one that does not read `reasoning_content` skips it.
+            options = {"level": self.reasoning_effort, "include_thoughts": True}
+        if self.thinking is not None:
+            options |= self.thinking.model_dump(exclude_none=True)
+        return ThinkingOptions(**options) if options else None
+
+    def _grounding(self) -> bool | None:
+        search = self.web_search_options
+        if search is None:
+            return None
+        if search.user_location is not None:
+            param = "web_search_options.user_location"
+            raise Refusal(
+                param, f"A searcher's location is not supported by this gateway (`{param}`)."
+            )
+        return True
+
+
+def _turn(i: int, m: Message) -> dict[str, Any]:
+    """Message `i` as our `ChatMessage` (validated with the whole request)."""
+    at = f"messages[{i}]"
+    if m.role == "function":
+        raise Refusal(f"{at}.role", "`function` messages are not supported; send `tool` messages.")
+    for field, what in REFUSED_IN_MESSAGES.items():
+        if getattr(m, field) is not None:
+            param = f"{at}.{field}"
+            raise Refusal(param, f"{what} is not supported by this gateway (`{param}`).")
+    turn: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role}
+    content = _content(at, m)
+    if m.tool_calls:
+        turn["tool_calls"] = [_call(f"{at}.tool_calls[{j}]", c) for j, c in enumerate(m.tool_calls)]
+        if isinstance(content, str) and not content.strip(_BLANK):
+            content = None  # SDKs send "" beside calls; ours says nothing there
+    if m.tool_call_id is not None:
+        turn["tool_call_id"] = m.tool_call_id
+    if content is not None:
+        turn["content"] = content
+    return turn
+
+
+_BLANK = " \t\n\r"  # JSON's whitespace, as `_models.Content` counts it
+
+
+def _content(at: str, m: Message) -> str | list[dict[str, Any]] | None:
+    """A message's content: text parts joined by newlines, unless there are media parts."""
+    if not isinstance(m.content, list):
+        return m.content
+    parts = [_part(f"{at}.content[{j}]", part, m.role) for j, part in enumerate(m.content)]
+    if all(part["type"] == "text" for part in parts):
+        return "\n".join(part["text"] for part in parts)
+    return parts
+
+
+# `input_audio` formats as media types.
+_AUDIO = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
+
+def _part(at: str, part: ContentPart, role: str) -> dict[str, Any]:
+    """One content part as our `TextPart` or `MediaPart`."""
+    if part.type == "text":
+        if part.text is None or not part.text.strip(_BLANK):
+            raise Refusal(at, "A text part needs `text`.")
+        return {"type": "text", "text": part.text}
+    if part.type not in ("image_url", "file", "input_audio"):
+        raise Refusal(at, f"`{part.type}` content parts are not supported.")
+    if role != "user":
+        raise Refusal(at, f"Only a user message may carry `{part.type}` parts.")
+    if part.image_url is not None and part.type == "image_url":
+        return {"type": "image", "url": part.image_url.url}
+    if part.input_audio is not None and part.type == "input_audio":
+        audio = part.input_audio
+        return {"type": "file", "url": f"data:{_AUDIO[audio.format]};base64,{audio.data}"}
+    if part.file is not None and part.type == "file":
+        return {"type": "file", "url": _file_url(f"{at}.file", part.file)}
+    raise Refusal(f"{at}.{part.type}", f"A `{part.type}` part needs `{part.type}`.")
+
+
+def _file_url(at: str, file: FileData) -> str:
+    """A file part's data as a `data:` URL (its type from `filename` when it has none)."""
+    if file.file_id is not None:
+        param = f"{at}.file_id"
+        raise Refusal(param, f"Uploaded files are not supported; send `file_data` (`{param}`).")
+    if not file.file_data:
+        raise Refusal(f"{at}.file_data", "A file part needs `file_data`.")
+    if file.file_data.startswith("data:"):
+        return file.file_data
+    mime_type = mimetypes.guess_type(file.filename or "")[0]
+    if mime_type is None:
+        raise Refusal(
+            f"{at}.filename",
+            "Send `file_data` as a `data:` URL, or with a `filename` that shows its type.",
         )
+    return f"data:{mime_type};base64,{file.file_data}"
+
+
+def _call(at: str, call: MessageToolCall) -> dict[str, Any]:
+    """An earlier answer's tool call as our `_models.ToolCall`."""
+    if call.type != "function" or call.function is None:
+        raise Refusal(f"{at}.type", f"`{call.type}` tool calls are not supported.")
+    google = (call.extra_content or {}).get("google")
+    signature = google.get("thought_signature") if isinstance(google, dict) else None
+    return {
+        "call_id": call.id,
+        "name": call.function.name,
+        "arguments": call.function.arguments or "{}",  # a call without arguments may send ""
+        "signature": signature,
+    }
 
 
 # --- responses --------------------------------------------------------------------------
+
+
+def _absent(value: object) -> bool:
+    return value is None
 
 
 class PromptTokensDetails(_Output):
@@ -219,10 +437,41 @@ class CompletionUsage(_Output):
     completion_tokens_details: CompletionTokensDetails = CompletionTokensDetails()
 
 
+class CompletionFunction(_Output):
+    name: str
+    arguments: str  # a JSON object, as text
+
+
+class CompletionToolCall(_Output):
+    """A call the model made; the client runs it and sends a `tool` message back."""
+
+    id: str
+    type: Literal["function"] = "function"
+    function: CompletionFunction
+    # Gemini's thought signature: `{"google": {"thought_signature": ...}}`.
+    extra_content: dict[str, Any] | None = Field(default=None, exclude_if=_absent)
+
+
+class URLCitation(_Output):
+    url: str
+    title: str
+    start_index: int  # characters of `content`, the end excluded
+    end_index: int
+
+
+class CompletionAnnotation(_Output):
+    type: Literal["url_citation"] = "url_citation"
+    url_citation: URLCitation
+
+
 class AssistantMessage(_Output):
     role: Literal["assistant"] = "assistant"
-    content: str
+    content: str | None  # None when the answer is only tool calls
     refusal: None = None
+    annotations: list[CompletionAnnotation] = []
+    tool_calls: list[CompletionToolCall] | None = Field(default=None, exclude_if=_absent)
+    # The thought summary, in the field DeepSeek, vLLM and LiteLLM use.
+    reasoning_content: str | None = Field(default=None, exclude_if=_absent)
 
 
 class Choice(_Output):
@@ -269,6 +518,40 @@ class OpenAIErrorBody(_Output):
 
 
 # --- the gateway's vocabulary in OpenAI's terms ------------------------------------------
+
+
+def signature_content(signature: str) -> dict[str, Any]:
+    """A thought signature as Google's OpenAI-compatible endpoint attaches it to a call."""
+    return {"google": {"thought_signature": signature}}
+
+
+def tool_call(call: ToolCallEvent) -> CompletionToolCall:
+    """A whole tool call, as a message's `tool_calls` holds it."""
+    return CompletionToolCall(
+        id=call.call_id,
+        function=CompletionFunction(name=call.name, arguments=call.arguments),
+        extra_content=signature_content(call.signature) if call.signature else None,
+    )
+
+
+def url_citations(sources: Sequence[SourceEvent]) -> list[CompletionAnnotation]:
+    """Each span a source supports as a `url_citation`, in the order of the text.
+
+    A source that supports no span in particular cites the empty span at 0; a source
+    without a title is titled by its URL (OpenAI's `title` is never null).
+    """
+    found = [
+        CompletionAnnotation(
+            url_citation=URLCitation(
+                url=source.url, title=source.title or source.url, start_index=start, end_index=end
+            )
+        )
+        for source in sources
+        for start, end in [(c.start, c.end) for c in source.cited] or [(0, 0)]
+    ]
+    # Stable: sources citing the same span stay in their order.
+    return sorted(found, key=lambda a: (a.url_citation.start_index, a.url_citation.end_index))
+
 
 # Our codes to (HTTP status, OpenAI error type); other codes keep the gateway's status.
 _HTTP: dict[str, tuple[int, str]] = {
@@ -317,6 +600,24 @@ def _param(loc: Sequence[int | str]) -> str:
     return out
 
 
+# Our names for a function's fields, and where OpenAI's requests have them.
+_FUNCTION_FIELDS = {
+    "call_id": "id",
+    "name": "function.name",
+    "arguments": "function.arguments",
+    "description": "function.description",
+    "parameters": "function.parameters",
+}
+
+
+def _openai_param(loc: Sequence[int | str]) -> str:
+    """A location in our `StreamRequest` as the parameter of the OpenAI request it came from."""
+    head, _, last = _param(loc).rpartition(".")
+    if head.endswith("]") and ("tools[" in head or "tool_calls[" in head):
+        last = _FUNCTION_FIELDS.get(last, last)
+    return f"{head}.{last}" if head else last
+
+
 def invalid_request(errors: Sequence[Any]) -> tuple[ErrorInfo, str | None]:
     """A request body's validation errors as one `invalid_request` and the param to blame."""
     param = _param(tuple(errors[0]["loc"])) if errors else ""
@@ -336,7 +637,7 @@ def error_detail(info: ErrorInfo, param: str | None = None) -> dict[str, object]
     return {"message": info.message, "type": kind, "param": param, "code": str(info.code)}
 
 
-_FINISH = {"stop": "stop", "length": "length"}
+_FINISH = {"stop": "stop", "length": "length", "tool_calls": "tool_calls"}
 
 
 def finish_reason(end: DoneEvent | ErrorEvent) -> str:

@@ -17,6 +17,11 @@ Deliberate differences from OpenAI's service, as on `/v1/chat/completions`:
   opens after `GEMINI_SSE_HEARTBEAT_S`, with `response.created` and heartbeats).
 - A cancelled response's stream ends with `response.failed` (OpenAI's stream has no event
   for it), its response's status `cancelled` and its error code `cancelled`.
+- `web_search` is Gemini's grounding in Google Search: its sources are `url_citation`
+  annotations, but no `web_search_call` item shows the search.
+- A `function_call` item carries Gemini's thought signature in
+  `extra_content.google.thought_signature` (Google's own extension): replay it as it came.
+- `strict` function schemas are accepted, not enforced; an effort above `high` is `high`.
 """
 
 from __future__ import annotations
@@ -87,11 +92,20 @@ class _Response(_Completion):
                 with anyio.move_on_after(_CLEANUP_S, shield=True):
                     await self._produced.wait()
 
-    def _completion(self, text: str, end: DoneEvent | ErrorEvent) -> Response:
-        if isinstance(end, ErrorEvent) and not text:
+    async def _collect(
+        self, receiver: MemoryObjectReceiveStream[PipelineEvent]
+    ) -> tuple[Any, DoneEvent | ErrorEvent]:
+        # The answer is the encoder's: built as a stream's items are, the output is the same.
+        while True:
+            event = await self._next(receiver)
+            self.encoder.messages(event)
+            if isinstance(event, DoneEvent | ErrorEvent):
+                return self.encoder, event
+
+    def _completion(self, answer: object, end: DoneEvent | ErrorEvent) -> Response:
+        if isinstance(end, ErrorEvent) and not self.encoder.text:
             return openai_error_response(end.info)
-        response = self.encoder.final(end, text)
-        return JSONResponse(response.model_dump(mode="json"))
+        return JSONResponse(self.encoder.final(end).model_dump(mode="json"))
 
 
 # --- routes -----------------------------------------------------------------------------------
@@ -141,8 +155,10 @@ async def create_response(
         return _refused(gateway, *refused)
     try:
         native = body.to_stream_request()
-    except ValidationError as exc:  # a blank message, text that is not valid Unicode
-        return _refused(gateway, "input", f"input: {exc.errors()[0]['msg']}")
+    except ValidationError as exc:  # a blank message, invalid Unicode, too many tools
+        error = exc.errors()[0]
+        param = "tools" if error["loc"][:1] == ("tools",) else "input"
+        return _refused(gateway, param, f"{param}: {error['msg']}")
     model_request = gateway.model_request(native)
     background = bool(body.background)
     response_id = f"resp_{new_stream_id()}" if background else f"resp_{uuid.uuid4().hex}"
@@ -160,6 +176,7 @@ async def create_response(
         top_p=body.top_p,
         user=body.user,
         metadata=body.metadata or {},
+        **body.echoed(),
     )
     encoder = ResponseEncoder(head, item_id=f"msg_{uuid.uuid4().hex}")
     generation = await gateway.admit(

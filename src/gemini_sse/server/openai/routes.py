@@ -26,18 +26,27 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
-from pydantic import ValidationError
 from starlette.convertors import Convertor, register_url_convertor
 from starlette.types import Receive, Scope, Send
 
 from ..._exceptions import RequestRejected
-from ..._models import DoneEvent, ErrorCode, ErrorEvent, ErrorInfo, TokenEvent
+from ..._models import (
+    DoneEvent,
+    ErrorCode,
+    ErrorEvent,
+    ErrorInfo,
+    ReasoningEvent,
+    SourceEvent,
+    TokenEvent,
+    ToolCallEvent,
+)
 from ..dependencies import CallerDep, GatewayDep, request_id_of
 from ..errors import OpenAIRoute, openai_error_response
 from ..gateway import Gateway
@@ -52,8 +61,11 @@ from .models import (
     ModelCard,
     ModelList,
     OpenAIErrorBody,
+    Refusal,
     completion_usage,
     finish_reason,
+    tool_call,
+    url_citations,
 )
 
 T = TypeVar("T")
@@ -62,6 +74,26 @@ T = TypeVar("T")
 
 # How long a stream that ends early waits for its generation to let go of the model.
 _CLEANUP_S = 5.0
+
+
+@dataclass
+class _Answer:
+    """A whole answer, collected for a `stream: false` request."""
+
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    calls: list[ToolCallEvent] = field(default_factory=list)
+    sources: list[SourceEvent] = field(default_factory=list)
+
+    def message(self) -> AssistantMessage:
+        text = "".join(self.text)
+        return AssistantMessage(
+            # OpenAI's content is null beside calls when the model wrote nothing.
+            content=text if text or not self.calls else None,
+            annotations=url_citations(self.sources),
+            tool_calls=[tool_call(call) for call in self.calls] or None,
+            reasoning_content="".join(self.reasoning) or None,
+        )
 
 
 class _Silent:
@@ -109,6 +141,7 @@ class _Completion(Response):
         self._producer = anyio.CancelScope()
         self._produced = anyio.Event()
         self._ended = False  # the terminal event has been taken
+        self.answer = _Answer()  # all of it, for `stream: false`
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         sender, receiver = anyio.create_memory_object_stream[PipelineEvent]()
@@ -193,13 +226,20 @@ class _Completion(Response):
     async def _collect(
         self, receiver: MemoryObjectReceiveStream[PipelineEvent]
     ) -> tuple[str, DoneEvent | ErrorEvent]:
-        parts: list[str] = []
+        """The answer's text and how it ended; the rest of it is kept in `self.answer`."""
+        answer = self.answer
         while True:
             event = await self._next(receiver)
             if isinstance(event, TokenEvent):
-                parts.append(event.text)
+                answer.text.append(event.text)
+            elif isinstance(event, ReasoningEvent):
+                answer.reasoning.append(event.text)
+            elif isinstance(event, ToolCallEvent):  # whole: its pieces are not needed
+                answer.calls.append(event)
+            elif isinstance(event, SourceEvent):
+                answer.sources.append(event)
             elif isinstance(event, DoneEvent | ErrorEvent):
-                return "".join(parts), event
+                return "".join(answer.text), event
 
     def _completion(self, text: str, end: DoneEvent | ErrorEvent) -> Response:
         # Withheld after some text: OpenAI's answer is the text so far, `content_filter`.
@@ -209,9 +249,7 @@ class _Completion(Response):
             id=self.completion_id,
             created=self.created,
             model=self.generation.request.model,
-            choices=[
-                Choice(message=AssistantMessage(content=text), finish_reason=finish_reason(end))
-            ],
+            choices=[Choice(message=self.answer.message(), finish_reason=finish_reason(end))],
             usage=completion_usage(end.usage),
         )
         return JSONResponse(completion.model_dump(mode="json"))
@@ -271,23 +309,19 @@ register_url_convertor("anytext", _AnyText())
 async def create_chat_completion(
     body: ChatCompletionRequest, request: Request, gateway: GatewayDep, caller: CallerDep
 ) -> Response:
-    refused = body.refusal()
-    limit = gateway.settings.max_output_tokens
-    for param in ("max_completion_tokens", "max_tokens"):  # each, though one wins
-        asked = getattr(body, param)
-        if refused is None and asked is not None and asked > limit:
-            refused = param, f"`{param}` may be at most {limit}."
-    if refused is not None:
-        gateway.metrics.reject("validation")
-        info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=refused[1])
-        return openai_error_response(info, 400, refused[0])
     try:
         native = body.to_stream_request()
-    except ValidationError as exc:  # e.g. text that is not valid Unicode
+        limit = gateway.settings.max_output_tokens
+        for param in ("max_completion_tokens", "max_tokens"):  # each, though one wins
+            asked = getattr(body, param)
+            if asked is not None and asked > limit:
+                raise Refusal(param, f"`{param}` may be at most {limit}.")
+    except Refusal as refused:
         gateway.metrics.reject("validation")
-        problem = exc.errors()[0]
-        info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=f"messages: {problem['msg']}")
-        return openai_error_response(info, 400, "messages")
+        info = ErrorInfo(code=ErrorCode.INVALID_REQUEST, message=refused.message)
+        return openai_error_response(info, 400, refused.param)
+    # Its refusals (media too large or of a type not served, ...) take OpenAI's shape in
+    # the error handlers, as every error of this route does (`errors.OpenAIRoute`).
     model_request = gateway.model_request(native)
     generation = await gateway.admit(
         model_request,

@@ -60,6 +60,10 @@ class Provider(Protocol):
     #: Short name shown in `/healthz`, logs and metrics (`fake`, `vertex`, ...).
     name: str
 
+    def check(self, request: ModelRequest) -> None:
+        """Raise `RequestRejected` for what this provider cannot serve, before any call."""
+        ...
+
     def astream(self, request: ModelRequest) -> AsyncIterator[AIMessageChunk]:
         """Stream the answer; cancelling the iteration must stop the upstream call."""
         ...
@@ -177,6 +181,9 @@ class LangChainProvider:
         if chat is None:
             chat = self._models[model] = self.build_model(model)
         return chat
+
+    def check(self, request: ModelRequest) -> None:
+        """Every request this class can build is servable; subclasses narrow that down."""
 
     def bound_model(
         self, request: ModelRequest
