@@ -161,15 +161,21 @@ def test_dropped_slow_readers_log_no_errors(
         heartbeat_s=0.05,
     )
     caplog.set_level(logging.INFO, logger="gemini_sse")
+
+    def dropped() -> int:
+        return len([r for r in caplog.records if "stopped reading" in r.getMessage()])
+
     readers = [_silent_reader(running.url) for _ in range(6)]
     try:
         assert wait_for(lambda: len(running.gateway.live) == 6, seconds=10)
-        assert wait_for(lambda: not running.gateway.live, seconds=20)
+        # The line is logged once the response has returned, a moment after its
+        # generation ended: wait for the lines themselves, not for the generations.
+        assert wait_for(lambda: dropped() == 6, seconds=20)
+        assert wait_for(lambda: not running.gateway.live, seconds=10)
     finally:
         for sock in readers:
             sock.close()
-    dropped = [r for r in caplog.records if "stopped reading" in r.getMessage()]
-    assert len(dropped) == 6
+    assert dropped() == 6
     assert [r.getMessage() for r in uvicorn_errors.records] == []
     assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
 
