@@ -76,7 +76,8 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def run_process(env: dict[str, str], *args: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """`gemini-sse serve` as a child process on a free port; killed at the end."""
+    """`gemini-sse serve` as a child process on a free port; killed at the end, with every
+    process it started (the workers of `--workers N`)."""
     port = free_port()
     full_env = {**os.environ, **env, "GEMINI_SSE_PORT": str(port), "GEMINI_SSE_HOST": "127.0.0.1"}
     proc = subprocess.Popen(
@@ -84,6 +85,9 @@ def run_process(env: dict[str, str], *args: str) -> Iterator[tuple[str, subproce
         env=full_env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
+        # A process group of its own: killing the supervisor alone would leave its
+        # workers serving on, orphaned, long after the test.
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -94,8 +98,8 @@ def run_process(env: dict[str, str], *args: str) -> Iterator[tuple[str, subproce
             raise RuntimeError(f"gateway exited early:\n{out}")
         yield url, proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):  # the group may be gone already
+            os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
         if proc.stdout:
             proc.stdout.close()

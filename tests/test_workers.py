@@ -13,7 +13,7 @@ import httpx
 from gemini_sse.server.providers.fake import expected_answer
 
 from .conftest import make_settings
-from .servers import free_port, run_process
+from .servers import free_port, run_process, wait_for
 from .sse import iter_events, parse, text
 
 
@@ -35,7 +35,8 @@ def _env(redis_url: str) -> dict[str, str]:
 
 
 def test_two_workers_serve_one_port_and_share_resumable_streams(redis_url: str) -> None:
-    """Both processes answer on the port; a stream made on one reads whole on either."""
+    """Both processes answer on the port; a stream made on one reads whole on either; none
+    outlives the test."""
     with run_process(_env(redis_url), "--workers", "2") as (url, proc):
         workers = _children(proc.pid)
         assert len(workers) == 2
@@ -52,6 +53,8 @@ def test_two_workers_serve_one_port_and_share_resumable_streams(redis_url: str) 
             with httpx.Client(timeout=10) as fresh:
                 events = parse(fresh.get(f"{url}{created['events_url']}").content)
             assert text(events) == expected and events[-1].event == "done"
+    # Killed with their supervisor at the end: no worker is left serving on its own.
+    assert wait_for(lambda: all(_is_zombie(worker) for worker in workers), seconds=10)
 
 
 def test_sigterm_drains_every_worker(redis_url: str) -> None:
