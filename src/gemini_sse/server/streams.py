@@ -249,28 +249,53 @@ async def create_stream(
         stream_id=stream_id,
         headers=request.headers,
     )
-    now = time.time()
-    info = StreamInfo(
-        id=stream_id,
-        model=model_request.model,
-        owner=caller.key_id,
-        created_at=now,
-        expires_at=now + gateway.settings.total_timeout_s + gateway.settings.stream_ttl_s,
-    )
-    try:
-        async with _store_errors():
-            await gateway.store.create(info)
-    except RequestRejected:
-        gateway.finish(generation)
-        raise
-    gateway.detached[stream_id] = generation
-    gateway.spawn(produce(gateway, stream_id, generation))
+    info = await start_detached(gateway, generation, stream_id, owner=caller.key_id)
     created = StreamCreated(
         id=stream_id, events_url=f"/v1/streams/{stream_id}/events", expires_at=info.expires_at
     )
     return JSONResponse(
         created.model_dump(), status_code=201, headers={"Location": created.events_url}
     )
+
+
+async def start_detached(
+    gateway: Gateway,
+    generation: Generation,
+    stream_id: str,
+    *,
+    owner: str | None,
+    encode: FrameEncoder | None = None,
+    created_at: float | None = None,
+    then: Callable[[], Awaitable[None]] | None = None,
+) -> StreamInfo:
+    """Record an admitted generation as a stream in the store, and produce it detached.
+
+    The one way every route starts a generation that outlives its request (resumable
+    streams, background responses, AI SDK chats). `then` runs after the stream is recorded,
+    still before the generation starts (the AI SDK's index of a chat's answers). If the
+    store fails (503 `store_unavailable`) or anything else goes wrong first, the
+    generation's books are closed and its admission slot freed.
+    """
+    s = gateway.settings
+    now = time.time()
+    info = StreamInfo(
+        id=stream_id,
+        model=generation.request.model,
+        owner=owner,
+        created_at=now if created_at is None else created_at,
+        expires_at=now + s.total_timeout_s + s.stream_ttl_s,
+    )
+    try:
+        async with _store_errors():
+            await gateway.store.create(info)
+            if then is not None:
+                await then()
+    except BaseException:
+        gateway.finish(generation)
+        raise
+    gateway.detached[stream_id] = generation
+    gateway.spawn(produce(gateway, stream_id, generation, encode))
+    return info
 
 
 @contextlib.asynccontextmanager

@@ -36,7 +36,7 @@ from ..dependencies import CallerDep, GatewayDep, request_id_of
 from ..gateway import Gateway
 from ..sse import EventStream, event_stream
 from ..store import Frame, StreamInfo, StreamNotFound, StreamStore
-from ..streams import _store_errors, new_stream_id, produce
+from ..streams import _store_errors, new_stream_id, start_detached
 from .encoding import DONE, STREAM_HEADER, UIMessageStreamEncoder, error_text, part
 from .models import ChatRequest
 
@@ -173,30 +173,20 @@ async def chat(
         stream_id=stream_id,
         headers=request.headers,
     )
-    now = time.time()
-    info = StreamInfo(
-        id=stream_id,
-        model=model_request.model,
-        owner=caller.key_id,
-        created_at=now,
-        expires_at=now + gateway.settings.total_timeout_s + gateway.settings.stream_ttl_s,
-    )
-    try:
-        async with _store_errors():
-            await store.create(info)
-            await _record(store, chat_key, stream_id, caller.key_id, gateway.settings.stream_ttl_s)
-            if previous is not None:
-                await _stop(gateway, previous)  # one answer at a time per chat
-    except BaseException:
-        gateway.finish(generation)
-        raise
+
+    async def index_it() -> None:
+        await _record(store, chat_key, stream_id, caller.key_id, gateway.settings.stream_ttl_s)
+        if previous is not None:
+            await _stop(gateway, previous)  # one answer at a time per chat
+
     encoder = UIMessageStreamEncoder(
         f"msg-{secrets.token_hex(12)}",
         gateway.settings.aisdk_version,
         continuation=body.continuation,
     )
-    gateway.detached[stream_id] = generation
-    gateway.spawn(produce(gateway, stream_id, generation, encoder))
+    await start_detached(
+        gateway, generation, stream_id, owner=caller.key_id, encode=encoder, then=index_it
+    )
     return _response(gateway, stream_id, request)
 
 

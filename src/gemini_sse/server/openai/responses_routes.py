@@ -50,7 +50,7 @@ from ..gateway import Gateway
 from ..pipeline import Generation, PipelineEvent
 from ..sse import event_stream
 from ..store import Frame, StreamInfo, StreamNotFound
-from ..streams import _store_errors, _visible, new_stream_id, produce
+from ..streams import _store_errors, _visible, new_stream_id, start_detached
 from .models import OpenAIErrorBody
 from .responses import ResponseEncoder, state_of
 from .responses_models import ResponseError, ResponseObject, ResponseRequest
@@ -189,34 +189,18 @@ async def create_response(
     )
     if not background:
         return _Response(gateway, generation, encoder, stream=bool(body.stream))
-    await _run_detached(gateway, generation, encoder, caller.key_id)
+    await start_detached(
+        gateway,
+        generation,
+        response_id,
+        owner=caller.key_id,
+        # One frame per Responses event: frame id N holds sequence_number N - 1.
+        encode=lambda _id, event: encoder.messages(event),
+        created_at=head.created_at,
+    )
     if body.stream:
         return _follow(gateway, request, response_id, 0)
     return JSONResponse(head.model_dump(mode="json"))
-
-
-async def _run_detached(
-    gateway: Gateway, generation: Generation, encoder: ResponseEncoder, owner: str | None
-) -> None:
-    """Start a background response: its events go to the store, as a resumable stream's."""
-    s = gateway.settings
-    response_id = encoder.head.id
-    info = StreamInfo(
-        id=response_id,
-        model=encoder.head.model,
-        owner=owner,
-        created_at=encoder.head.created_at,
-        expires_at=time.time() + s.total_timeout_s + s.stream_ttl_s,
-    )
-    try:
-        async with _store_errors():
-            await gateway.store.create(info)
-    except RequestRejected:
-        gateway.finish(generation)
-        raise
-    gateway.detached[response_id] = generation
-    # One frame per Responses event: frame id N holds sequence_number N - 1.
-    gateway.spawn(produce(gateway, response_id, generation, lambda _id, e: encoder.messages(e)))
 
 
 def _not_found(response_id: str) -> RequestRejected:
