@@ -33,7 +33,7 @@ from gemini_sse._models import (
 )
 from gemini_sse.server.aisdk.encoding import UIMessageStreamEncoder
 from gemini_sse.server.aisdk.models import ChatRequest
-from gemini_sse.server.providers.fake import (
+from gemini_sse.server.providers.simulated import (
     expected_answer,
     simulated_arguments,
     simulated_thoughts,

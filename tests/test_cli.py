@@ -15,7 +15,7 @@ from collections.abc import Callable
 import pytest
 
 from gemini_sse.client import Client
-from gemini_sse.server.providers.fake import expected_answer, simulated_thoughts
+from gemini_sse.server.providers.simulated import expected_answer, simulated_thoughts
 
 from .conftest import make_settings
 from .servers import RunningServer, free_port, wait_for

@@ -21,7 +21,7 @@ from gemini_sse import (
     SimulationOptions,
     TokenEvent,
 )
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .servers import RunningServer

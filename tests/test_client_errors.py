@@ -32,7 +32,7 @@ from gemini_sse import (
     TransportError,
 )
 from gemini_sse._ask import _snake
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .servers import RunningServer, free_port

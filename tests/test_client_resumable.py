@@ -28,7 +28,7 @@ from gemini_sse import (
     TransportError,
 )
 from gemini_sse._protocol import EventReader, Resumption
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .proxy import cutting_proxy

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import redis
 
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .redis_server import run_redis

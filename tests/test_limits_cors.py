@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .servers import RunningServer
 from .sse import Received, iter_events

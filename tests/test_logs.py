@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from gemini_sse.server.logs import log_handler
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .servers import RunningServer, run_process

@@ -17,7 +17,7 @@ from openai.types.chat import ChatCompletionMessageParam
 
 from gemini_sse._models import DoneEvent, TokenEvent, Usage
 from gemini_sse.server.openai.encoding import ChunkEncoder
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .openai_sdk import simulate, stats_of

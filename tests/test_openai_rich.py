@@ -23,9 +23,9 @@ from gemini_sse._models import (
 )
 from gemini_sse.server.openai.encoding import ChunkEncoder
 from gemini_sse.server.openai.models import ChatCompletionRequest
-from gemini_sse.server.providers.fake import expected_answer, simulated_arguments
-from gemini_sse.server.providers.fake import simulated_thoughts as thoughts_of
 from gemini_sse.server.providers.openai import reasoning_effort
+from gemini_sse.server.providers.simulated import expected_answer, simulated_arguments
+from gemini_sse.server.providers.simulated import simulated_thoughts as thoughts_of
 
 from .conftest import make_settings
 from .emulators.openai_http import TOOL_ARGUMENTS, TOOL_CALL_ID, OpenAIHttpEmulator

@@ -17,7 +17,7 @@ from gemini_sse.server.encoding import encode_sse
 from gemini_sse.server.openai.responses import ResponseEncoder, state_of
 from gemini_sse.server.openai.responses_models import ResponseObject
 from gemini_sse.server.openai.responses_routes import _foreign_end
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 from gemini_sse.server.store import Frame
 
 from .conftest import make_settings

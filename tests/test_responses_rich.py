@@ -30,7 +30,7 @@ from gemini_sse._models import (
 from gemini_sse.server.openai.responses import ResponseEncoder, state_of
 from gemini_sse.server.openai.responses_models import ResponseObject, ResponseRequest
 from gemini_sse.server.pipeline import PipelineEvent
-from gemini_sse.server.providers.fake import (
+from gemini_sse.server.providers.simulated import (
     simulated_answer,
     simulated_arguments,
     simulated_thoughts,

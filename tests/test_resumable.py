@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 from gemini_sse.server.store.memory import MemoryStore
 from gemini_sse.server.store.redis import RedisStore
 

@@ -13,7 +13,7 @@ import pytest
 from gemini_sse import Client, ReasoningEvent, SourceEvent, ToolCallEvent
 from gemini_sse.server.app import create_app
 from gemini_sse.server.parts import AnswerParts
-from gemini_sse.server.providers.fake import (
+from gemini_sse.server.providers.simulated import (
     simulated_answer,
     simulated_arguments,
     simulated_thoughts,

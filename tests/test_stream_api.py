@@ -12,7 +12,8 @@ import pytest
 from gemini_sse._models import SeparatorEvent, TokenEvent, event_data
 from gemini_sse.server.app import create_app
 from gemini_sse.server.encoding import encode_sse
-from gemini_sse.server.providers.fake import FakeProvider, expected_answer
+from gemini_sse.server.providers.fake import FakeProvider
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .sse import Received, names, parse, text

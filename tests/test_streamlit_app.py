@@ -17,8 +17,8 @@ import gemini_sse.ui
 from gemini_sse.client import Client, SourceEvent
 from gemini_sse.server.app import create_app
 from gemini_sse.server.providers.base import ModelRequest
-from gemini_sse.server.providers.fake import (
-    FakeProvider,
+from gemini_sse.server.providers.fake import FakeProvider
+from gemini_sse.server.providers.simulated import (
     expected_answer,
     simulated_answer,
     simulated_thoughts,

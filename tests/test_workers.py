@@ -10,7 +10,7 @@ from pathlib import Path
 
 import httpx
 
-from gemini_sse.server.providers.fake import expected_answer
+from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
 from .servers import free_port, run_process, wait_for

@@ -19,7 +19,7 @@ import httpx
 import pytest
 
 from gemini_sse import Client, DoneEvent, ErrorEvent, GeminiSSEError, TokenEvent
-from gemini_sse.server.providers.fake import simulated_answer
+from gemini_sse.server.providers.simulated import simulated_answer
 
 from .conftest import Figures
 from .gateway_process import GatewayProcess, cleared_environment, run_gateway, wait_until

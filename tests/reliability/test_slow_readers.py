@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import httpx
 
-from gemini_sse.server.providers.fake import simulated_answer
+from gemini_sse.server.providers.simulated import simulated_answer
 
 from ..sse import aiter_events, text
 from .conftest import Figures
