@@ -28,7 +28,7 @@ from starlette.types import Scope
 from .._exceptions import RequestRejected
 from .._models import ErrorCode, ErrorInfo
 from .metrics import Metrics
-from .openai.models import error_detail, invalid_request, status_and_type
+from .openai.errors import error_detail, invalid_request, status_and_type
 
 logger = logging.getLogger("gemini_sse.errors")
 

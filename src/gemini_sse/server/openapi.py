@@ -22,7 +22,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
 from .._models import EVENT_TYPES, NOT_BLANK
-from .openai.models import REFUSED, REFUSED_IN_MESSAGES
+from .openai.translate import REFUSED, REFUSED_IN_MESSAGES
 from .settings import Settings
 from .streams import LAST_EVENT_ID_PATTERN
 

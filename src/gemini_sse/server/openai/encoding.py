@@ -24,14 +24,14 @@ from ..._models import (
 )
 from ..encoding import dumps_ascii
 from ..pipeline import PipelineEvent
-from .models import (
+from .answers import (
     completion_usage,
-    error_detail,
     finish_reason,
     signature_content,
     tool_call,
     url_citations,
 )
+from .errors import error_detail
 
 # json.dumps escapes non-ASCII by default, so U+2028/U+2029 and CR cannot split a line.
 

@@ -51,7 +51,7 @@ from ..pipeline import Generation, PipelineEvent
 from ..sse import event_stream
 from ..store import Frame, StreamInfo, StreamNotFound
 from ..streams import _store_errors, _visible, new_stream_id, start_detached
-from .models import OpenAIErrorBody
+from .errors import OpenAIErrorBody
 from .responses import ResponseEncoder, state_of
 from .responses_models import ResponseError, ResponseObject, ResponseRequest
 from .routes import _CLEANUP_S, _Completion

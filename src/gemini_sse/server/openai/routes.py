@@ -52,7 +52,9 @@ from ..errors import OpenAIRoute, openai_error_response
 from ..gateway import Gateway
 from ..pipeline import Generation, PipelineEvent
 from ..sse import event_stream
+from .answers import completion_usage, finish_reason, tool_call, url_citations
 from .encoding import ChunkEncoder
+from .errors import OpenAIErrorBody
 from .models import (
     AssistantMessage,
     ChatCompletion,
@@ -60,13 +62,8 @@ from .models import (
     Choice,
     ModelCard,
     ModelList,
-    OpenAIErrorBody,
-    Refusal,
-    completion_usage,
-    finish_reason,
-    tool_call,
-    url_citations,
 )
+from .translate import Refusal
 
 T = TypeVar("T")
 
