@@ -27,16 +27,13 @@ from langchain_core.messages import AIMessageChunk
 from langchain_core.messages.ai import UsageMetadata
 
 from .._models import (
+    AnyEvent,
     DoneEvent,
     ErrorCode,
     ErrorEvent,
     ErrorInfo,
-    ReasoningEvent,
     SeparatorEvent,
-    SourceEvent,
     TokenEvent,
-    ToolCallDeltaEvent,
-    ToolCallEvent,
     Usage,
 )
 from .deadline import Deadline
@@ -46,16 +43,8 @@ from .upstream import map_upstream_error
 
 logger = logging.getLogger("gemini_sse.pipeline")
 
-PipelineEvent = (
-    TokenEvent
-    | ReasoningEvent
-    | ToolCallDeltaEvent
-    | ToolCallEvent
-    | SourceEvent
-    | SeparatorEvent
-    | DoneEvent
-    | ErrorEvent
-)
+# The events a generation yields: every event model, still without an id.
+PipelineEvent = AnyEvent
 
 # Finish reasons that mean the answer was withheld, not finished (Gemini and OpenAI names).
 _BLOCKED = frozenset(

@@ -190,13 +190,21 @@ class LangChainProvider:
     ) -> BaseChatModel | Runnable[LanguageModelInput, Any]:
         """The model for `request`, with its tools bound (a binding per request)."""
         chat = self.chat_model(request.model)
-        if not request.tools:
+        tools = self.tools(request)
+        if not tools:
             return chat
-        tools = [tool_schema(tool) for tool in request.tools]
         options: dict[str, Any] = {}
-        if (choice := tool_choice_option(request.tool_choice)) is not None:
+        if (choice := self.tool_choice(request)) is not None:
             options["tool_choice"] = choice
         return chat.bind_tools(tools, **options)
+
+    def tools(self, request: ModelRequest) -> list[dict[str, Any]]:
+        """The tools to bind for `request`, as `bind_tools` takes them."""
+        return [tool_schema(tool) for tool in request.tools]
+
+    def tool_choice(self, request: ModelRequest) -> str | dict[str, Any] | None:
+        """`tool_choice` as this provider's `bind_tools` spells it."""
+        return tool_choice_option(request.tool_choice)
 
     def messages(self, request: ModelRequest) -> list[BaseMessage]:
         """The request's conversation for this provider's model."""

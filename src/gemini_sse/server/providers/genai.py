@@ -33,9 +33,8 @@ import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
-from langchain_core.runnables import Runnable
 
 # Imported with this module, when the provider is chosen at startup: inside a request
 # the import (about a second) would stall the event loop.
@@ -43,8 +42,8 @@ from langchain_google_genai import ChatGoogleGenerativeAI
 
 from ..._models import NamedToolChoice
 from ..settings import Settings
-from .base import LangChainProvider, ModelRequest, to_langchain, tool_schema
-from .google import GOOGLE_SEARCH, LEVEL_BUDGETS, media_part, takes_level
+from .base import LangChainProvider, ModelRequest, to_langchain
+from .google import LEVEL_BUDGETS, media_part, takes_level, with_search
 
 # The library drops the JSON Schema keywords of a tool that Gemini does not take, logging
 # a warning for each, on every request: the drop is documented (docs/providers.md), the
@@ -105,22 +104,14 @@ class GenAIProvider(LangChainProvider):
             options["include_thoughts"] = thinking.include_thoughts
         return options
 
-    def bound_model(
-        self, request: ModelRequest
-    ) -> BaseChatModel | Runnable[LanguageModelInput, Any]:
-        chat = self.chat_model(request.model)
-        tools = [tool_schema(tool) for tool in request.tools]
-        if request.grounding:
-            tools.append(GOOGLE_SEARCH)
-        if not tools:
-            return chat
-        options: dict[str, Any] = {}
+    def tools(self, request: ModelRequest) -> list[dict[str, Any]]:
+        return with_search(super().tools(request), request)
+
+    def tool_choice(self, request: ModelRequest) -> str | dict[str, Any] | None:
         choice = request.tool_choice
         if isinstance(choice, NamedToolChoice):
-            options["tool_choice"] = {"mode": "ANY", "allowed_function_names": [choice.name]}
-        elif choice is not None:
-            options["tool_choice"] = choice
-        return chat.bind_tools(tools, **options)
+            return {"mode": "ANY", "allowed_function_names": [choice.name]}
+        return choice
 
     def messages(self, request: ModelRequest) -> list[BaseMessage]:
         return to_langchain(request, media_block=media_part)

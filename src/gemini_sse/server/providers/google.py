@@ -9,6 +9,7 @@ import re
 from typing import Any
 
 from ..media import Media
+from .base import ModelRequest
 
 #: The Google Search tool, as both LangChain Gemini classes bind it beside functions.
 GOOGLE_SEARCH: dict[str, Any] = {"google_search": {}}
@@ -17,6 +18,11 @@ GOOGLE_SEARCH: dict[str, Any] = {"google_search": {}}
 #: budget (and ChatVertexAI, which sends only a budget): each level's tokens are within
 #: what 2.5 Flash and Pro accept (Pro's least is 128, Flash's most 24,576).
 LEVEL_BUDGETS: dict[str, int] = {"minimal": 128, "low": 1024, "medium": 8192, "high": 24576}
+
+
+def with_search(tools: list[dict[str, Any]], request: ModelRequest) -> list[dict[str, Any]]:
+    """`tools`, and Google Search when the request asks for grounding."""
+    return [*tools, GOOGLE_SEARCH] if request.grounding else tools
 
 
 def takes_level(model: str) -> bool:

@@ -52,18 +52,17 @@ from typing import Any
 from google.cloud.aiplatform_v1beta1.services.prediction_service import (
     PredictionServiceAsyncClient,
 )
-from langchain_core.language_models import BaseChatModel, LanguageModelInput
+from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGenerationChunk
-from langchain_core.runnables import Runnable
 
 # Imported with this module, when the provider is chosen at startup: inside a request
 # the import (about a second) would stall the event loop.
 from langchain_google_vertexai import ChatVertexAI
 
 from ..settings import Settings
-from .base import LangChainProvider, ModelRequest, to_langchain, tool_choice_option, tool_schema
-from .google import GOOGLE_SEARCH, LEVEL_BUDGETS, media_part
+from .base import LangChainProvider, ModelRequest, to_langchain
+from .google import LEVEL_BUDGETS, media_part, with_search
 
 # What GEMINI_SSE_VERTEX_TRANSPORT may say, and the async transport that serves it.
 ASYNC_TRANSPORTS: dict[str, str] = {
@@ -132,19 +131,12 @@ class VertexProvider(LangChainProvider):
             options["include_thoughts"] = thinking.include_thoughts
         return options
 
-    def bound_model(
-        self, request: ModelRequest
-    ) -> BaseChatModel | Runnable[LanguageModelInput, Any]:
-        chat = self.chat_model(request.model)
-        tools = [tool_schema(tool) for tool in request.tools]
-        if request.grounding:
-            tools.append(GOOGLE_SEARCH)
-        if not tools:
-            return chat
-        options: dict[str, Any] = {}
-        if (choice := tool_choice_option(request.tool_choice)) is not None:
-            options["tool_choice"] = "any" if choice == "required" else choice
-        return chat.bind_tools(tools, **options)
+    def tools(self, request: ModelRequest) -> list[dict[str, Any]]:
+        return with_search(super().tools(request), request)
+
+    def tool_choice(self, request: ModelRequest) -> str | dict[str, Any] | None:
+        choice = super().tool_choice(request)
+        return "any" if choice == "required" else choice
 
     def messages(self, request: ModelRequest) -> list[BaseMessage]:
         return to_langchain(request, media_block=media_part)
