@@ -43,7 +43,7 @@ from langchain_google_genai import ChatGoogleGenerativeAI
 from ..._models import NamedToolChoice
 from ..settings import Settings
 from .base import LangChainProvider, ModelRequest, to_langchain
-from .google import LEVEL_BUDGETS, media_part, takes_level, with_search
+from .google import media_part, takes_level, thinking_options, with_search
 
 # The library drops the JSON Schema keywords of a tool that Gemini does not take, logging
 # a warning for each, on every request: the drop is documented (docs/providers.md), the
@@ -90,19 +90,8 @@ class GenAIProvider(LangChainProvider):
         return chat
 
     def invoke_options(self, request: ModelRequest) -> dict[str, Any]:
-        options = super().invoke_options(request)
-        thinking = request.thinking
-        if thinking is None:
-            return options
-        if thinking.level is not None and takes_level(request.model):
-            options["thinking_level"] = thinking.level
-        elif thinking.budget is not None:
-            options["thinking_budget"] = thinking.budget
-        elif thinking.level is not None:  # Gemini 2.5 takes only a budget
-            options["thinking_budget"] = LEVEL_BUDGETS[thinking.level]
-        if thinking.include_thoughts is not None:
-            options["include_thoughts"] = thinking.include_thoughts
-        return options
+        levels = takes_level(request.model)
+        return super().invoke_options(request) | thinking_options(request.thinking, levels=levels)
 
     def tools(self, request: ModelRequest) -> list[dict[str, Any]]:
         return with_search(super().tools(request), request)

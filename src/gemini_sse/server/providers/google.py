@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..._models import ThinkingOptions
 from ..media import Media
 from .base import ModelRequest
 
@@ -23,6 +24,26 @@ LEVEL_BUDGETS: dict[str, int] = {"minimal": 128, "low": 1024, "medium": 8192, "h
 def with_search(tools: list[dict[str, Any]], request: ModelRequest) -> list[dict[str, Any]]:
     """`tools`, and Google Search when the request asks for grounding."""
     return [*tools, GOOGLE_SEARCH] if request.grounding else tools
+
+
+def thinking_options(thinking: ThinkingOptions | None, *, levels: bool) -> dict[str, Any]:
+    """Our thinking options as the LangChain Gemini classes' `astream` arguments.
+
+    With `levels` (a model and class that take one), a level is sent as it is and wins
+    over a budget; without, a level is sent as its budget unless a budget is set.
+    """
+    if thinking is None:
+        return {}
+    options: dict[str, Any] = {}
+    if thinking.level is not None and levels:
+        options["thinking_level"] = thinking.level
+    elif thinking.budget is not None:
+        options["thinking_budget"] = thinking.budget
+    elif thinking.level is not None:
+        options["thinking_budget"] = LEVEL_BUDGETS[thinking.level]
+    if thinking.include_thoughts is not None:
+        options["include_thoughts"] = thinking.include_thoughts
+    return options
 
 
 def takes_level(model: str) -> bool:

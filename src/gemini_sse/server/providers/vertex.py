@@ -62,7 +62,7 @@ from langchain_google_vertexai import ChatVertexAI
 
 from ..settings import Settings
 from .base import LangChainProvider, ModelRequest, to_langchain
-from .google import LEVEL_BUDGETS, media_part, with_search
+from .google import media_part, thinking_options, with_search
 
 # What GEMINI_SSE_VERTEX_TRANSPORT may say, and the async transport that serves it.
 ASYNC_TRANSPORTS: dict[str, str] = {
@@ -119,17 +119,8 @@ class VertexProvider(LangChainProvider):
         return chat
 
     def invoke_options(self, request: ModelRequest) -> dict[str, Any]:
-        options = super().invoke_options(request)
-        thinking = request.thinking
-        if thinking is None:
-            return options
-        if thinking.budget is not None:
-            options["thinking_budget"] = thinking.budget
-        elif thinking.level is not None:
-            options["thinking_budget"] = LEVEL_BUDGETS[thinking.level]
-        if thinking.include_thoughts is not None:
-            options["include_thoughts"] = thinking.include_thoughts
-        return options
+        # ChatVertexAI sends a budget only, whatever the model.
+        return super().invoke_options(request) | thinking_options(request.thinking, levels=False)
 
     def tools(self, request: ModelRequest) -> list[dict[str, Any]]:
         return with_search(super().tools(request), request)
