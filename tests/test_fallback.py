@@ -6,7 +6,7 @@ are the fallback targets. Only a retryable failure before any text moves a gener
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,7 +15,7 @@ import pytest
 from gemini_sse.server.app import create_app
 
 from .conftest import make_settings
-from .emulators.adc import PROJECT, write_service_account
+from .emulators.adc import PROJECT
 from .emulators.certs import shared_tls_identity
 from .emulators.openai_http import OpenAIHttpEmulator
 from .emulators.scenario import ANSWER, Script
@@ -31,19 +31,14 @@ OPENAI_TARGET = "openai:gpt-4o-mini"
 REGION_TARGET = "gemini-2.5-flash@europe-west1"
 
 
-@pytest.fixture(scope="module")
-def vertex(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VertexGrpcEmulator]:
-    account = write_service_account(tmp_path_factory.mktemp("adc"), "http://127.0.0.1:9/token")
-    running = VertexGrpcEmulator(shared_tls_identity(), account)
-    yield running
-    running.stop()
+@pytest.fixture
+def vertex(vertex_emulator: VertexGrpcEmulator) -> VertexGrpcEmulator:
+    return vertex_emulator
 
 
-@pytest.fixture(scope="module")
-def openai() -> Iterator[OpenAIHttpEmulator]:
-    running = OpenAIHttpEmulator()
-    yield running
-    running.stop()
+@pytest.fixture
+def openai(openai_emulator: OpenAIHttpEmulator) -> OpenAIHttpEmulator:
+    return openai_emulator
 
 
 @pytest.fixture

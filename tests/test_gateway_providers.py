@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from .emulators.adc import PROJECT, write_service_account
+from .emulators.adc import PROJECT
 from .emulators.certs import shared_tls_identity
 from .emulators.genai_http import GenaiHttpEmulator
 from .emulators.openai_http import OpenAIHttpEmulator
@@ -61,29 +61,6 @@ class Upstream:
 
     emulator: Emulator
     settings: dict[str, Any]
-
-
-@pytest.fixture(scope="module")
-def vertex_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VertexGrpcEmulator]:
-    account = write_service_account(tmp_path_factory.mktemp("adc"), "http://127.0.0.1:9/token")
-    running = VertexGrpcEmulator(shared_tls_identity(), account)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def genai_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenaiHttpEmulator]:
-    running = GenaiHttpEmulator()
-    running.account = write_service_account(tmp_path_factory.mktemp("adc"), running.token_uri)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def openai_emulator() -> Iterator[OpenAIHttpEmulator]:
-    running = OpenAIHttpEmulator()
-    yield running
-    running.stop()
 
 
 @pytest.fixture(params=["vertex", "genai", "openai"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -546,11 +546,9 @@ def test_whole_calls_add_only_what_their_pieces_did_not_say() -> None:
 # --- the `openai` provider against an OpenAI-compatible server ---------------------------
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[OpenAIHttpEmulator]:
-    running = OpenAIHttpEmulator()
-    yield running
-    running.stop()
+@pytest.fixture
+def emulator(openai_emulator: OpenAIHttpEmulator) -> OpenAIHttpEmulator:
+    return openai_emulator
 
 
 @pytest.fixture

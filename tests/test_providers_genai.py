@@ -18,7 +18,7 @@ from gemini_sse.server.providers import create_provider
 from gemini_sse.server.providers.genai import GenAIProvider
 from gemini_sse.server.settings import Settings
 
-from .emulators.adc import PROJECT, write_service_account
+from .emulators.adc import PROJECT
 from .emulators.drive import (
     BLOCKING_PAUSE_S,
     STALL_LIMIT_S,
@@ -57,12 +57,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenaiHttpEmulator]:
-    running = GenaiHttpEmulator()
-    running.account = write_service_account(tmp_path_factory.mktemp("genai-adc"), running.token_uri)
-    yield running
-    running.stop()
+@pytest.fixture
+def emulator(genai_emulator: GenaiHttpEmulator) -> GenaiHttpEmulator:
+    return genai_emulator
 
 
 # Each backend once, each HTTP stack once: (Vertex AI + httpx), (Gemini API + aiohttp).

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -31,11 +31,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def emulator() -> Iterator[OpenAIHttpEmulator]:
-    running = OpenAIHttpEmulator()
-    yield running
-    running.stop()
+@pytest.fixture
+def emulator(openai_emulator: OpenAIHttpEmulator) -> OpenAIHttpEmulator:
+    return openai_emulator
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 import gc
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from .emulators.drive import (
     measure_loop_stalls,
     wait_until,
 )
+from .emulators.fixtures import UNUSED_TOKEN_URI
 from .emulators.genai_http import GenaiHttpEmulator
 from .emulators.leaks import open_pools, opened_since, responses_holding_a_connection, still_open
 from .emulators.scenario import ANSWER, BLOCK_REASON, RETRY_AFTER_S, USAGE, Script
@@ -40,8 +41,6 @@ pytestmark = [
 MODEL_RESOURCE = (
     f"projects/{PROJECT}/locations/europe-west4/publishers/google/models/gemini-2.5-flash"
 )
-# Nothing listens there: the gRPC client must sign its own JWT, never exchange it.
-UNUSED_TOKEN_URI = "http://127.0.0.1:9/token"
 
 
 @pytest.fixture
@@ -49,12 +48,9 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture(scope="module")
-def emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VertexGrpcEmulator]:
-    account = write_service_account(tmp_path_factory.mktemp("vertex-adc"), UNUSED_TOKEN_URI)
-    running = VertexGrpcEmulator(shared_tls_identity(), account)
-    yield running
-    running.stop()
+@pytest.fixture
+def emulator(vertex_emulator: VertexGrpcEmulator) -> VertexGrpcEmulator:
+    return vertex_emulator
 
 
 @pytest.fixture
@@ -260,14 +256,9 @@ def test_transport_names_are_served_by_async_transports() -> None:
 # --- the REST transport (`GEMINI_SSE_VERTEX_TRANSPORT=rest`): GAPIC's rest_asyncio ---------
 
 
-@pytest.fixture(scope="module")
-def rest_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenaiHttpEmulator]:
-    running = GenaiHttpEmulator()
-    running.account = write_service_account(
-        tmp_path_factory.mktemp("vertex-rest-adc"), running.token_uri
-    )
-    yield running
-    running.stop()
+@pytest.fixture
+def rest_emulator(genai_emulator: GenaiHttpEmulator) -> GenaiHttpEmulator:
+    return genai_emulator
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ import pytest
 
 from gemini_sse.server.providers.google import LEVEL_BUDGETS
 
-from .emulators.adc import PROJECT, write_service_account
+from .emulators.adc import PROJECT
 from .emulators.certs import shared_tls_identity
 from .emulators.genai_http import GenaiHttpEmulator
 from .emulators.scenario import (
@@ -84,45 +84,28 @@ class Upstream:
     settings: dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def grpc_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[VertexGrpcEmulator]:
-    account = write_service_account(tmp_path_factory.mktemp("adc"), "http://127.0.0.1:9/token")
-    running = VertexGrpcEmulator(shared_tls_identity(), account)
-    yield running
-    running.stop()
-
-
-@pytest.fixture(scope="module")
-def http_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GenaiHttpEmulator]:
-    """Gemini's REST API: google-genai's SSE, and the GAPIC REST transport's JSON array."""
-    running = GenaiHttpEmulator()
-    running.account = write_service_account(tmp_path_factory.mktemp("adc"), running.token_uri)
-    yield running
-    running.stop()
-
-
 @pytest.fixture(params=["vertex", "vertex-rest", "genai"])
 def upstream(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Upstream:
     name = str(request.param)
     if name == "vertex":
-        grpc_emulator: VertexGrpcEmulator = request.getfixturevalue("grpc_emulator")
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(grpc_emulator.account.path))
+        vertex_emulator: VertexGrpcEmulator = request.getfixturevalue("vertex_emulator")
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(vertex_emulator.account.path))
         monkeypatch.setenv("GRPC_DEFAULT_SSL_ROOTS_FILE_PATH", str(shared_tls_identity().cert_file))
-        settings = {"provider": "vertex", "vertex_base_url": grpc_emulator.endpoint}
-        emulator: Emulator = grpc_emulator
+        settings = {"provider": "vertex", "vertex_base_url": vertex_emulator.endpoint}
+        emulator: Emulator = vertex_emulator
     else:
-        http_emulator: GenaiHttpEmulator = request.getfixturevalue("http_emulator")
-        assert http_emulator.account is not None
-        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(http_emulator.account.path))
+        genai_emulator: GenaiHttpEmulator = request.getfixturevalue("genai_emulator")
+        assert genai_emulator.account is not None
+        monkeypatch.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(genai_emulator.account.path))
         if name == "vertex-rest":
             settings = {
                 "provider": "vertex",
-                "vertex_base_url": http_emulator.base_url,
+                "vertex_base_url": genai_emulator.base_url,
                 "vertex_transport": "rest",
             }
         else:
-            settings = {"provider": "genai", "genai_base_url": http_emulator.base_url}
-        emulator = http_emulator
+            settings = {"provider": "genai", "genai_base_url": genai_emulator.base_url}
+        emulator = genai_emulator
     emulator.reset()
     return Upstream(name, emulator, settings | {"vertex_project": PROJECT})
 
