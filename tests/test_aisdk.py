@@ -81,13 +81,18 @@ def read(
     running: RunningServer, chat_id: str, *, mode: str = "send", sdk: str = "6", **options: Any
 ) -> dict[str, Any]:
     """What the AI SDK makes of one answer (see tests/js/read_stream.mjs)."""
+    args = {"url": running.url, "chatId": chat_id, "mode": mode, "sdk": sdk, **options}
+    args.setdefault("messages", [user(QUESTION)])
+    return node_script("read_stream.mjs", args)
+
+
+def node_script(script: str, args: dict[str, Any]) -> dict[str, Any]:
+    """Run one of tests/js's scripts with `args`; what it prints, as JSON."""
     node = shutil.which("node")
     if node is None or not (JS / "node_modules" / "ai").is_dir():
         pytest.fail("The AI SDK tests need Node.js and tests/js's packages: make js-deps.")
-    args = {"url": running.url, "chatId": chat_id, "mode": mode, "sdk": sdk, **options}
-    args.setdefault("messages", [user(QUESTION)])
     done = subprocess.run(
-        [node, str(JS / "read_stream.mjs"), json.dumps(args)],
+        [node, str(JS / script), json.dumps(args)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -326,19 +331,8 @@ def encoded(version: int, *events: Any, continuation: bool = False) -> list[Any]
 
 def run_chat(running: RunningServer, chat_id: str, *, sdk: str, **options: Any) -> dict[str, Any]:
     """A useChat turn with a tool the page runs (see tests/js/chat_tools.mjs)."""
-    node = shutil.which("node")
-    if node is None or not (JS / "node_modules" / "ai").is_dir():
-        pytest.fail("The AI SDK tests need Node.js and tests/js's packages: make js-deps.")
     args = {"url": running.url, "chatId": chat_id, "sdk": sdk, "question": QUESTION, **options}
-    done = subprocess.run(
-        [node, str(JS / "chat_tools.mjs"), json.dumps(args)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
+    return node_script("chat_tools.mjs", args)
 
 
 def streamed_text(running: RunningServer, request: dict[str, Any]) -> str:

@@ -313,16 +313,14 @@ def test_a_bad_image_or_file_is_refused_before_the_model(
 @pytest.mark.parametrize(
     ("options", "param"),
     [
-        ({"tools": [{"type": "file_search", "vector_store_ids": ["vs_1"]}]}, "tools[0].type"),
+        # (Other hosted tools, `reasoning.mode` and an answer to no call: test_responses_api.)
         ({"tools": [{**WEATHER, "name": "get weather"}]}, "tools[0].name"),
         ({"tools": [{**SEARCH, "filters": {"allowed_domains": ["a.org"]}}]}, "tools[0].filters"),
         ({"tools": [SEARCH], "tool_choice": {"type": "web_search_preview"}}, "tool_choice"),
         ({"tools": [SEARCH], "tool_choice": "required"}, "tool_choice"),
         ({"tools": [WEATHER], "tool_choice": {**FUNCTION, "name": "no"}}, "tool_choice.name"),
         ({"tools": [WEATHER], "parallel_tool_calls": False}, "parallel_tool_calls"),
-        ({"reasoning": {"effort": "high", "mode": "pro"}}, "reasoning.mode"),
         ({"input": [{**CALL_ITEM, "arguments": "[1]"}]}, "input[0].arguments"),
-        ({"input": [{"type": "function_call_output", "call_id": "c", "output": "42"}]}, "input[0]"),
         ({"input": [{"type": "item_reference", "id": "msg_1"}]}, "input[0]"),
         ({"input": [{"role": "assistant", "content": [IMAGE_PART]}]}, "input[0].content[0]"),
     ],
