@@ -10,6 +10,9 @@ from typing import Any
 import httpx
 
 from gemini_sse._decoder import ServerSentEvent, SSEDecoder
+from gemini_sse.server.app import create_app
+
+from .conftest import make_settings
 
 
 @dataclass(frozen=True)
@@ -51,3 +54,14 @@ def names(events: Iterable[Received]) -> list[str]:
 
 def text(events: Iterable[Received]) -> str:
     return "".join(e.data["text"] for e in events if e.event == "token")
+
+
+async def post(body: dict[str, Any], **settings: Any) -> tuple[httpx.Response, list[Received]]:
+    """`POST /v1/stream` to a gateway made for the call (in process): the answer, its events."""
+    app = create_app(make_settings(**settings))
+    async with (
+        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client,
+    ):
+        response = await client.post("/v1/stream", json=body)
+        events = parse(response.content) if response.status_code == 200 else []
+        return response, events

@@ -11,7 +11,6 @@ import httpx
 import pytest
 
 from gemini_sse import Client, ReasoningEvent, SourceEvent, ToolCallEvent
-from gemini_sse.server.app import create_app
 from gemini_sse.server.parts import AnswerParts
 from gemini_sse.server.providers.simulated import (
     simulated_answer,
@@ -19,9 +18,8 @@ from gemini_sse.server.providers.simulated import (
     simulated_thoughts,
 )
 
-from .conftest import make_settings
 from .servers import RunningServer
-from .sse import Received, names, parse, text
+from .sse import names, parse, post, text
 
 pytestmark = pytest.mark.anyio
 
@@ -40,17 +38,6 @@ PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + bytes(64)).decode()
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def post(body: dict[str, Any], **settings: Any) -> tuple[httpx.Response, list[Received]]:
-    app = create_app(make_settings(**settings))
-    async with (
-        app.router.lifespan_context(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client,
-    ):
-        response = await client.post("/v1/stream", json=body)
-        events = parse(response.content) if response.status_code == 200 else []
-        return response, events
 
 
 async def test_thoughts_come_as_reasoning_events_before_the_answer() -> None:

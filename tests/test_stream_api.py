@@ -16,7 +16,7 @@ from gemini_sse.server.providers.fake import FakeProvider
 from gemini_sse.server.providers.simulated import expected_answer
 
 from .conftest import make_settings
-from .sse import Received, names, parse, text
+from .sse import names, parse, post, text
 
 pytestmark = pytest.mark.anyio
 
@@ -24,16 +24,6 @@ pytestmark = pytest.mark.anyio
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-async def post(body: dict[str, Any], **settings: Any) -> tuple[httpx.Response, list[Received]]:
-    app = create_app(make_settings(**settings))
-    async with (
-        httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://gateway") as client,
-    ):
-        response = await client.post("/v1/stream", json=body)
-        events = parse(response.content) if response.status_code == 200 else []
-        return response, events
 
 
 async def test_answer_is_tokens_and_separators_then_done() -> None:
