@@ -8,13 +8,17 @@ from typing import Any
 import uvicorn
 
 from gemini_sse.server import serve as serve_module
-from gemini_sse.server.serve import prepare_process
+from gemini_sse.server.serve import FAIR_UVLOOP, prepare_process
+
+# uvloop as `gemini-sse serve --loop uvloop` runs it (batched accepts), and uvloop's own
+# server (one accept per turn of the loop), to show the difference.
+LOOPS = {"uvloop": FAIR_UVLOOP, "uvloop-own-accept": "uvloop"}
 
 
 def server_arguments(description: str) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop"])
+    parser.add_argument("--loop", default="asyncio", choices=["asyncio", *LOOPS])
     parser.add_argument("--http", default="h11", choices=["h11", "httptools"])
     parser.add_argument(
         "--gc-thresholds", help="e.g. 700,10,10 (CPython's default) instead of serve.py's"
@@ -34,7 +38,7 @@ def run(app: Any, args: argparse.Namespace) -> None:
         app,
         host="127.0.0.1",
         port=args.port,
-        loop=args.loop,
+        loop=LOOPS.get(args.loop, args.loop),
         http=args.http,
         log_level="warning",
         access_log=False,

@@ -13,4 +13,4 @@ from ._serving import server_arguments
 
 if __name__ == "__main__":
     args = server_arguments(__doc__ or "")
-    serve(Settings(port=args.port, host="127.0.0.1"), loop=args.loop, http=args.http)
+    serve(Settings(port=args.port, host="127.0.0.1", loop=args.loop, http=args.http))

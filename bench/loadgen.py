@@ -61,6 +61,9 @@ class Run:
         self.opened = 0
         self.ended = 0
         self.ttft: list[float] = []
+        # Where a late first token waited: for the TCP connect, or for the response head.
+        self.connected: list[float] = []
+        self.headed: list[float] = []
         self.gaps: list[float] = []
         self.outcomes: dict[str, int] = {}
         self.token_counts: dict[int, int] = {}
@@ -102,6 +105,7 @@ class Stream(asyncio.Protocol):
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
+        self.run.connected.append(_clock() - self.started)
         if self.ended:  # cut while it was connecting
             transport.close()
             return
@@ -115,6 +119,7 @@ class Stream(asyncio.Protocol):
             if end < 0:
                 return
             self.status = int(self.head[9:12])
+            self.run.headed.append(now - self.started)
             data = self.head[end + 4 :]
             if self.status != 200:
                 self.head = data
@@ -294,6 +299,9 @@ async def measure(job: Job) -> dict[str, Any]:
             "p99": _ms(_pct([t - first_delay for t in run.ttft], 0.99)),
             "max": _ms(max(run.ttft, default=first_delay) - first_delay),
         },
+        # The first token's wait, split: connected, then the response head, then the token.
+        "connect_ms": {q: _ms(_pct(run.connected, v)) for q, v in (("p50", 0.5), ("p99", 0.99))},
+        "head_ms": {q: _ms(_pct(run.headed, v)) for q, v in (("p50", 0.5), ("p99", 0.99))},
         "gap_ms": {
             "nominal": job.delay_ms,
             "p50": _ms(_pct(run.gaps, 0.50)),

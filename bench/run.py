@@ -59,6 +59,8 @@ SERVERS: dict[str, Server] = {
     "gateway/uvloop": Server(
         "bench.gateway", {"GEMINI_SSE_SEPARATORS": "false"}, loop="uvloop", http="httptools"
     ),
+    # uvloop's own server, without serve()'s batched accepts (docs/benchmarks.md, "uvloop").
+    "floor/uvloop-own-accept": Server("bench.floor", loop="uvloop-own-accept", http="httptools"),
     # CPython's default collector thresholds instead of serve.py's (gc.freeze() either way).
     "gateway/gc-default": Server(
         "bench.gateway", {"GEMINI_SSE_SEPARATORS": "false"}, args=("--gc-thresholds", "700,10,10")

@@ -20,7 +20,13 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    given = (("host", args.host), ("port", args.port), ("workers", args.workers))
+    given = (
+        ("host", args.host),
+        ("port", args.port),
+        ("workers", args.workers),
+        ("loop", args.loop),
+        ("http", args.http),
+    )
     overrides = {k: v for k, v in given if v is not None}
     serve(Settings(**overrides))
     return 0
@@ -41,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--workers", type=int, help="processes serving the port (GEMINI_SSE_WORKERS)"
     )
+    serve.add_argument("--loop", choices=["asyncio", "uvloop"], help="event loop (GEMINI_SSE_LOOP)")
+    serve.add_argument("--http", choices=["h11", "httptools"], help="HTTP parser (GEMINI_SSE_HTTP)")
     serve.set_defaults(run=_serve)
     ask = commands.add_parser(
         "ask",

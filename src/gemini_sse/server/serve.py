@@ -14,7 +14,6 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
-from uvicorn.config import HTTPProtocolType, LoopFactoryType
 from uvicorn.supervisors import Multiprocess
 
 from .app import create_app
@@ -31,6 +30,10 @@ from .settings import Settings
 # of CPU per token (docs/benchmarks.md, "Optimisations made"). Most garbage here has no
 # cycles and is freed by reference counting; the rest waits a few seconds longer.
 GC_THRESHOLDS = (50_000, 20, 10)
+
+# `loop="uvloop"` runs uvloop with asyncio's way of accepting connections (`loops.py`):
+# uvloop's own server left new connections waiting seconds under saturation.
+FAIR_UVLOOP = "gemini_sse.server.loops:new_event_loop"
 
 
 def prepare_process() -> None:
@@ -49,17 +52,13 @@ def prepare_process() -> None:
     gc.set_threshold(*GC_THRESHOLDS)
 
 
-def serve(
-    settings: Settings,
-    *,
-    loop: LoopFactoryType = "asyncio",
-    http: HTTPProtocolType = "h11",
-) -> None:
+def serve(settings: Settings) -> None:
     """Serve until SIGINT/SIGTERM; streams then get `shutting_down` and `drain_s` to end.
 
-    asyncio + h11 by default, not uvicorn's "auto" (uvloop + httptools when installed):
-    measured in docs/benchmarks.md ("Optimisations made", 3): uvloop costs less CPU per
-    token, but once saturated new streams waited 4-8 s (p99) for their first token.
+    The event loop and HTTP parser are the settings' `loop` and `http`: asyncio + h11 by
+    default, not uvicorn's "auto". uvloop + httptools costs less CPU per token; on uvloop
+    new connections are accepted by `loops.FairUVLoop` (docs/benchmarks.md, "Event loop
+    and HTTP parser").
 
     With `settings.workers` above 1, uvicorn's supervisor runs that many processes on one
     listening socket, each a whole gateway built from the environment (`worker_app`).
@@ -72,12 +71,12 @@ def serve(
                 "caller's limits must be shared by the processes (any of them may get the "
                 "next request)."
             )
-        config = _config("gemini_sse.server.serve:worker_app", settings, loop, http)
+        config = _config("gemini_sse.server.serve:worker_app", settings)
         config.factory = True
         config.workers = settings.workers
         Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
-    server = uvicorn.Server(_config(_serving_app(settings), settings, loop, http))
+    server = uvicorn.Server(_config(_serving_app(settings), settings))
     prepare_process()
     server.run()
 
@@ -91,9 +90,7 @@ def worker_app() -> FastAPI:
     return app
 
 
-def _config(
-    app: FastAPI | str, settings: Settings, loop: LoopFactoryType, http: HTTPProtocolType
-) -> uvicorn.Config:
+def _config(app: FastAPI | str, settings: Settings) -> uvicorn.Config:
     return uvicorn.Config(
         app,
         host=settings.host,
@@ -101,8 +98,8 @@ def _config(
         log_level=settings.log_level,
         # uvicorn's loggers go to our handler (JSON or text; docs/operations.md), not its own.
         log_config=None,
-        loop=loop,
-        http=http,
+        loop=FAIR_UVLOOP if settings.loop == "uvloop" else settings.loop,
+        http=settings.http,
         # sse-starlette ends streams within `drain_s` of the signal; uvicorn waits a
         # little longer for their connections before closing them.
         timeout_graceful_shutdown=int(settings.drain_s) + 2,

@@ -45,6 +45,10 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Processes serving one port (uvicorn's supervisor); above 1 needs `redis_url`.
     workers: int = Field(default=1, ge=1, le=64)
+    # uvicorn's event loop and HTTP parser. uvloop + httptools costs less CPU per token;
+    # asyncio + h11 is the default (docs/benchmarks.md, "Event loop and HTTP parser").
+    loop: Literal["asyncio", "uvloop"] = "asyncio"
+    http: Literal["h11", "httptools"] = "h11"
 
     # --- which model ----------------------------------------------------------------------
     provider: ProviderName = "auto"
