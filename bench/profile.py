@@ -30,7 +30,6 @@ LAYERS = [
     ("bench floor/original", "bench/"),
     ("langchain_core", "langchain_core/"),
     ("pydantic", "pydantic"),
-    ("sse_starlette", "sse_starlette/"),
     ("anyio", "anyio/"),
     ("starlette/fastapi", "starlette/"),
     ("starlette/fastapi", "fastapi/"),
@@ -62,8 +61,7 @@ STAGES = [
             "ServerErrorMiddleware.__call__.<locals>._send",
         ),
     ),
-    ("sse-starlette per-send timeout (anyio)", ("_send_with_timeout",)),
-    ("sse-starlette response loop", ("_stream_response",)),
+    ("SSE response: send loop and watcher (sse.py)", ("EventStream.",)),
     ("per-stream: request, routing, admission, tasks", ("run_asgi", "TaskHandle._run_coro")),
 ]
 

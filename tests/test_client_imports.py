@@ -13,7 +13,6 @@ SERVER_MODULES = (
     "fastapi",
     "starlette",
     "uvicorn",
-    "sse_starlette",
     "langchain_core",
     "pydantic_settings",
 )

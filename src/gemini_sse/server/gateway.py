@@ -91,9 +91,11 @@ class Gateway:
         # Resumable streams produced by this process, by stream id.
         self.detached: dict[str, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        # Open SSE responses (`sse.EventStream`): cut after their grace once draining.
+        self.responses: set[Any] = set()
         # Gives a burst's freed memory back to the system once no stream is left.
         self.memory = IdleRelease(lambda: not self.runs)
-        # Set by sse-starlette when the server is told to exit (SIGTERM); `drain` then
+        # Set when the server is told to exit (SIGTERM, `begin_shutdown`); `drain` then
         # ends every live generation with `shutting_down`.
         self.shutdown_event = anyio.Event()
         self.draining = False
@@ -407,6 +409,8 @@ class Gateway:
         )
         for generation in list(self.live):
             generation.interrupt(info)
+        for response in list(self.responses):
+            response.shutdown()
 
 
 def _loggable(message: ChatMessage) -> dict[str, Any]:

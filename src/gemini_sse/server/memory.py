@@ -4,8 +4,8 @@ Python frees a finished stream's objects at once, but the process keeps their pa
 glibc's malloc keeps freed heap memory for reuse (on its own it only returns the top of
 the heap, and one live block above the holes pins all of them), and pymalloc returns a
 1 MiB arena only once every object in it is gone. The few hundred objects in reference
-cycles that each stream leaves behind (sse-starlette's cancelled helper tasks and their
-tracebacks) are such objects, and they wait for a full collection, which serve.py's
+cycles that each stream leaves behind (cancelled helper tasks and their tracebacks) are
+such objects, and they wait for a full collection, which serve.py's
 collector thresholds make rare. After 200 concurrent answers of 800 KB, 440-650 MiB
 stayed resident that no object used (docs/benchmarks.md, "Memory after a burst").
 

@@ -15,7 +15,6 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
-from sse_starlette import EventSourceResponse
 
 from .._models import (
     NOT_BLANK,
@@ -30,7 +29,7 @@ from .dependencies import CallerDep, GatewayDep, request_id_of
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation
-from .sse import event_stream
+from .sse import EventStream, event_stream
 
 router = APIRouter()
 # Served unless GEMINI_SSE_METRICS=false; app.py decides.
@@ -82,13 +81,13 @@ async def typed_events(gateway: Gateway, generation: Generation) -> AsyncIterato
 
 @router.post(
     "/v1/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses=_SSE_RESPONSE,
     summary="Stream an answer as typed server-sent events",
 )
 async def post_stream(
     body: StreamRequest, request: Request, gateway: GatewayDep, caller: CallerDep
-) -> EventSourceResponse:
+) -> EventStream:
     request_id = request_id_of(request)
     model_request = gateway.model_request(body)
     generation = await gateway.admit(
@@ -108,7 +107,7 @@ async def post_stream(
 
 @router.get(
     "/v1/stream",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={
         **_SSE_RESPONSE,
         204: {"description": "A reconnect (`Last-Event-ID`): this stream cannot resume."},

@@ -100,8 +100,8 @@ def _config(app: FastAPI | str, settings: Settings) -> uvicorn.Config:
         log_config=None,
         loop=FAIR_UVLOOP if settings.loop == "uvloop" else settings.loop,
         http=settings.http,
-        # sse-starlette ends streams within `drain_s` of the signal; uvicorn waits a
-        # little longer for their connections before closing them.
+        # The drain ends streams within `drain_s` of the signal (`sse.EventStream` cuts
+        # what is left); uvicorn waits a little longer for their connections.
         timeout_graceful_shutdown=int(settings.drain_s) + 2,
         # SSE is never compressed, and no proxy headers are trusted by default.
         proxy_headers=False,
@@ -111,10 +111,10 @@ def _config(app: FastAPI | str, settings: Settings) -> uvicorn.Config:
 def _serving_app(settings: Settings) -> FastAPI:
     """The gateway, told the moment its server is asked to exit.
 
-    Without this, only sse-starlette would notice (and only while one of its responses is
-    open): a request still waiting for its first token, or a detached stream, would sit
-    out uvicorn's graceful timeout and be cut without a word. uvicorn sets its signal
-    handlers before the app starts; the app's start chains the drain onto them.
+    Without this, nothing in the app would notice: open streams, a request still waiting
+    for its first token, or a detached stream, would sit out uvicorn's graceful timeout
+    and be cut without a word. uvicorn sets its signal handlers before the app starts; the
+    app's start chains the drain onto them.
     """
     app = create_app(settings)
     gateway: Gateway = app.state.gateway

@@ -1,9 +1,20 @@
 """The SSE response every event stream goes out in, whatever its wire format.
 
-sse-starlette's `EventSourceResponse` does the work: heartbeats, the send timeout, the
-disconnect listener, and the exit signal (SIGTERM) that starts a drain. `EventStream`
-adds two deliberate deviations, and `event_stream` sets it up the same way for every
-route. Event stream format: https://html.spec.whatwg.org/multipage/server-sent-events.html
+`EventStream` sends a body of ready-made SSE frames and keeps the stream healthy around
+it: `: ping` heartbeats while the stream is quiet, a send timeout that drops a client who
+stopped reading, the end of the body the moment its client disconnects, and a cut after
+the drain when the server is told to exit. `event_stream` sets it up the same way for
+every route. Event stream format:
+https://html.spec.whatwg.org/multipage/server-sent-events.html
+
+Deliberate deviation, measured (docs/benchmarks.md, "Our own SSE response"): this was
+sse-starlette's `EventSourceResponse`, which serves each response with an anyio task group
+of four tasks (body, pings, exit signal, disconnect listener) and wraps every send in an
+anyio cancel scope. Per stream that cost as much as the request's parsing and routing, and
+per token 3-4 us, a third of what the gateway may add to the floor; its four tasks were
+most of the gateway's memory per stream above the floor. Here the body is sent from the
+request's own task and one watcher task per stream listens for the disconnect and sends
+the heartbeats.
 """
 
 from __future__ import annotations
@@ -11,12 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
-from sse_starlette import EventSourceResponse, ServerSentEvent
-from sse_starlette.sse import SendTimeoutError
 from starlette.background import BackgroundTask
+from starlette.datastructures import MutableHeaders
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
 from .deadline import Deadline
@@ -25,6 +36,7 @@ from .pipeline import Generation
 
 logger = logging.getLogger("gemini_sse.sse")
 
+HEARTBEAT = b": ping\n\n"  # a comment: EventSource ignores it, proxies see bytes flow
 
 # Set in the task serving a response that was ended on purpose because its client
 # stopped reading; uvicorn logs from that same task once the response returns.
@@ -51,59 +63,197 @@ class DroppedResponseFilter(logging.Filter):
         )
 
 
-class EventStream(EventSourceResponse):
-    """sse-starlette's response, with two deliberate deviations.
+class _Dropped(Exception):
+    """A heartbeat did not go out within the send timeout: the client stopped reading."""
 
-    - A client that stops reading is routine: sse-starlette ends its stream with
-      `SendTimeoutError` (after `send_timeout`; one from each task that was sending, the
-      body's and the heartbeat's, in an exception group), which would reach the ASGI
-      server as an error with a traceback, so any client could fill the error log by not
-      reading. It is logged here at info, once, as what it is.
-    - The send timeout itself is enforced more cheaply (see `_send_with_timeout`).
+
+class EventStream(Response):
+    """A `text/event-stream` response over an async iterator of SSE frames (bytes).
+
+    How it ends:
+    - the body ends: the response is completed;
+    - the client disconnects: the body is closed at once (its model call cancelled);
+    - a send (a frame or a heartbeat) takes longer than `send_timeout`: the client has
+      stopped reading, which is routine: the body is closed, the response abandoned
+      and the connection closed, with one info line and no error;
+    - `shutdown()` (the server is exiting): the body gets `shutdown_grace` seconds to
+      end by itself (a generation ends with `shutting_down`), then it is cut and the
+      response completed.
     """
 
-    _deadlines: dict[asyncio.Task[Any], Deadline]
+    # None on the class: FastAPI documents a route's JSON error bodies with its response
+    # class's media type; each response sets its own (`__init__`).
+    media_type = None
+
+    def __init__(
+        self,
+        body: AsyncIterator[bytes],
+        status_code: int = 200,  # FastAPI reads the default for its OpenAPI document
+        *,
+        headers: Mapping[str, str] | None = None,
+        heartbeat: float = 15.0,
+        send_timeout: float | None = None,
+        shutdown_grace: float = 0.0,
+        background: BackgroundTask | None = None,
+        registry: set[EventStream] | None = None,
+    ) -> None:
+        self.body_iterator = body
+        self.status_code = status_code
+        self.background = background
+        self.heartbeat = heartbeat
+        self.send_timeout = send_timeout
+        self.shutdown_grace = shutdown_grace
+        self.media_type = "text/event-stream"  # charset utf-8 added by init_headers
+        sse_headers = MutableHeaders(headers=dict(headers or {}))
+        sse_headers.setdefault("Cache-Control", "no-store")
+        sse_headers["Connection"] = "keep-alive"
+        sse_headers["X-Accel-Buffering"] = "no"  # nginx: pass each write on at once
+        self.init_headers(sse_headers)
+        self._task: asyncio.Task[Any] | None = None  # the task sending the body
+        self._last_send = 0.0  # loop time of the last send started (heartbeats included)
+        self._sending = False  # the body's send is in progress
+        self._ended = False  # the body is done, one way or another
+        self._disconnected = False
+        self._dropped = False
+        self._cut = False
+        self._cut_timer: asyncio.TimerHandle | None = None
+        self._shutting_down = False
+        # The open responses a server keeps to call `shutdown()` on (`Gateway.responses`).
+        self._registry = registry
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        self._deadlines = {}
         try:
-            await super().__call__(scope, receive, send)
-        except* SendTimeoutError:
+            if scope["method"] == "HEAD":
+                # Headers only: a stream on HEAD would never complete.
+                await send(self._start())
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await self._respond(receive, send)
+        finally:
+            if self.background is not None:
+                await self.background()
+
+    def shutdown(self) -> None:
+        """The server is exiting: cut the body if it has not ended after the grace."""
+        self._shutting_down = True
+        if self._task is None or self._ended or self._cut_timer is not None:
+            return  # not started yet: `_respond` arms the cut when it starts
+        loop = asyncio.get_running_loop()
+        self._cut_timer = loop.call_later(self.shutdown_grace, self._stop, "cut")
+
+    async def _respond(self, receive: Receive, send: Send) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = task = asyncio.current_task()
+        assert task is not None
+        cancelling = task.cancelling()
+        await send(self._start())
+        self._last_send = loop.time()
+        watcher = loop.create_task(self._watch(receive, send))
+        body = self.body_iterator
+        deadline = Deadline(loop) if self.send_timeout is not None else None
+        if self._registry is not None:
+            self._registry.add(self)
+        if self._shutting_down:
+            self.shutdown()
+        timeout = self.send_timeout
+        try:
+            async for frame in body:
+                self._sending = True
+                self._last_send = now = loop.time()
+                if deadline is not None:
+                    deadline.wait(now + timeout)  # type: ignore[operator]
+                try:
+                    await send({"type": "http.response.body", "body": frame, "more_body": True})
+                except asyncio.CancelledError:
+                    if deadline is None or not deadline.expired():
+                        raise
+                    self._dropped = True
+                    break
+                except OSError:  # how ASGI 2.4 servers tell of a client that has gone
+                    self._disconnected = True
+                    break
+                finally:
+                    self._sending = False
+                    if deadline is not None:
+                        deadline.waiting = False
+        except asyncio.CancelledError:
+            # Ours (disconnect, drop, cut) is undone, as asyncio.timeout undoes its own;
+            # anyone else's (the server's) goes on.
+            if not (self._disconnected or self._dropped or self._cut):
+                raise
+            if task.uncancel() > cancelling:
+                raise
+        finally:
+            self._ended = True
+            if self._registry is not None:
+                self._registry.discard(self)
+            if deadline is not None:
+                deadline.close()
+            if self._cut_timer is not None:
+                self._cut_timer.cancel()
+            watcher.cancel()
+            aclose = getattr(body, "aclose", None)
+            if aclose is not None:
+                await aclose()  # the body's cleanup (its model call) runs now
+        if self._dropped:
             _dropped_on_purpose.set(True)
             logger.info("a client stopped reading; its stream was dropped after the send timeout")
-        finally:
-            for deadline in self._deadlines.values():
-                deadline.close()
+            return  # abandoned: the final write could block too
+        if not self._disconnected:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
-    async def _send_with_timeout(self, send: Send, message: Message) -> None:
-        # Deliberate deviation, measured (docs/benchmarks.md, "Where the gateway's CPU
-        # goes"): sse-starlette bounds every send with an anyio cancel scope, 5-7 us a send
-        # and the largest single cost of a token here. One `Deadline` per sending task
-        # bounds each send the same way (`send_timeout`, then `SendTimeoutError`) for a
-        # float stored per send.
-        if self.send_timeout is None:
-            await send(message)
-            return
+    def _start(self) -> Message:
+        return {
+            "type": "http.response.start",
+            "status": self.status_code,
+            "headers": self.raw_headers,
+        }
+
+    async def _watch(self, receive: Receive, send: Send) -> None:
+        """Until the body ends: listen for the disconnect, and send a heartbeat whenever
+        nothing was sent for `heartbeat` seconds."""
         loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        deadline = self._deadlines.get(task)
-        if deadline is None:
-            deadline = self._deadlines[task] = Deadline(loop)
-        deadline.wait(loop.time() + self.send_timeout)
+        beat = self.heartbeat if self.heartbeat > 0 else None
         try:
-            await send(message)
-        except asyncio.CancelledError:
-            if deadline.expired():
-                raise SendTimeoutError() from None
-            raise
-        finally:
-            deadline.waiting = False
+            while True:
+                wait = beat
+                if beat is not None and not self._sending:
+                    wait = max(beat - (loop.time() - self._last_send), 0.0)
+                try:
+                    message = await asyncio.wait_for(receive(), wait)
+                except TimeoutError:
+                    assert beat is not None
+                    # The clock may run a hair early: a thousandth of the beat is quiet enough.
+                    if not self._sending and loop.time() - self._last_send >= beat * 0.999:
+                        self._last_send = loop.time()
+                        await self._ping(send)
+                    continue
+                if message["type"] == "http.disconnect":
+                    self._stop("disconnected")
+                    return
+        except _Dropped:
+            self._stop("dropped")
+        except OSError:  # a send to a client that has gone (ASGI 2.4 servers)
+            self._stop("disconnected")
 
+    async def _ping(self, send: Send) -> None:
+        message = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
+        try:
+            await asyncio.wait_for(send(message), self.send_timeout)
+        except TimeoutError:
+            raise _Dropped from None
 
-def heartbeat() -> ServerSentEvent:
-    """The `: ping` comment sent while a stream is quiet (LF-terminated like our events)."""
-    return ServerSentEvent(comment="ping", sep="\n")
+    def _stop(self, why: str) -> None:
+        """End the body for `why`: "disconnected", "dropped" or "cut"."""
+        if self._ended or self._task is None:
+            return
+        if why == "disconnected":
+            self._disconnected = True
+        elif why == "dropped":
+            self._dropped = True
+        else:
+            self._cut = True
+        self._task.cancel()
 
 
 def event_stream(
@@ -120,18 +270,19 @@ def event_stream(
     body never ran, that generation's books are closed and its admission slot freed.
     """
     s = gateway.settings
-    return EventStream(
+    response = EventStream(
         body,
         headers={"X-Request-ID": request_id} if request_id else None,
-        ping=s.heartbeat_s,
-        ping_message_factory=heartbeat,
-        sep="\n",
+        heartbeat=s.heartbeat_s,
         send_timeout=s.send_timeout_s,
-        shutdown_event=gateway.shutdown_event,
-        shutdown_grace_period=s.drain_s if shutdown_grace_s is None else shutdown_grace_s,
+        shutdown_grace=s.drain_s if shutdown_grace_s is None else shutdown_grace_s,
         # An async callable: Starlette would run a plain function in a thread.
         background=None if generation is None else BackgroundTask(_release, gateway, generation),
+        registry=gateway.responses,
     )
+    if gateway.draining:  # opened during the drain: cut after the grace like the rest
+        response.shutdown()
+    return response
 
 
 async def _release(gateway: Gateway, generation: Generation) -> None:

@@ -24,7 +24,6 @@ from typing import Annotated, TypeVar
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.responses import JSONResponse
-from sse_starlette import EventSourceResponse
 
 from .._exceptions import RequestRejected
 from .._models import (
@@ -43,7 +42,7 @@ from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
 from .pipeline import Generation, PipelineEvent
 from .settings import Settings
-from .sse import event_stream
+from .sse import EventStream, event_stream
 from .store import Frame, Status, StreamInfo, StreamNotFound, StreamStore
 
 logger = logging.getLogger("gemini_sse.streams")
@@ -334,7 +333,7 @@ async def _frames(frames: AsyncIterator[Frame], retry_ms: int) -> AsyncIterator[
 
 @router.get(
     "/{stream_id}/events",
-    response_class=EventSourceResponse,
+    response_class=EventStream,
     responses={
         200: {
             "description": "The stream's events after Last-Event-ID, then live ones.",

@@ -1,0 +1,149 @@
+"""`EventStream`, the SSE response under every stream, driven directly as an ASGI app:
+how it ends (body done, disconnect, slow reader, shutdown) and when it sends heartbeats."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+from gemini_sse.server.sse import HEARTBEAT, EventStream
+
+SCOPE = {"type": "http", "method": "POST", "headers": []}
+
+
+class Client:
+    """The ASGI side of one response: what it was sent, and a disconnect on demand."""
+
+    def __init__(self, *, block_on: int | None = None) -> None:
+        self.messages: list[dict[str, Any]] = []
+        self.gone = asyncio.Event()
+        self.block_on = block_on  # the body send (1-based) that never completes
+        self.sent = asyncio.Event()  # set on every send
+
+    async def wait_for_bodies(self, n: int) -> None:
+        while len(self.bodies) < n:
+            self.sent.clear()
+            await self.sent.wait()
+
+    async def receive(self) -> dict[str, Any]:
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        self.messages.append(message)
+        self.sent.set()
+        if self.block_on is not None and len(self.bodies) == self.block_on:
+            await asyncio.Event().wait()
+
+    @property
+    def bodies(self) -> list[bytes]:
+        return [m["body"] for m in self.messages if m["type"] == "http.response.body"]
+
+    @property
+    def completed(self) -> bool:
+        last = self.messages[-1]
+        return last["type"] == "http.response.body" and not last.get("more_body", False)
+
+
+class Body:
+    """Frames `n` of them `every` seconds apart, then waits forever; records its ending."""
+
+    def __init__(self, n: int, every: float = 0.0) -> None:
+        self.n, self.every = n, every
+        self.closed = False
+        self.started = False
+
+    async def frames(self) -> AsyncIterator[bytes]:
+        self.started = True
+        try:
+            for i in range(self.n):
+                yield f"data: {i}\n\n".encode()
+                await asyncio.sleep(self.every)
+            await asyncio.Event().wait()
+        finally:
+            self.closed = True
+
+
+def run(response: EventStream, client: Client, until: Any = None) -> None:
+    async def main() -> None:
+        task = asyncio.create_task(response(SCOPE, client.receive, client.send))
+        if until is not None:
+            await until(client)
+        await asyncio.wait_for(task, 5)
+
+    asyncio.run(main())
+
+
+def test_a_disconnect_closes_the_body_at_once() -> None:
+    """The client leaving ends the body (its cleanup runs) and nothing more is sent."""
+    body, client = Body(3), Client()
+
+    async def leave(client: Client) -> None:
+        await client.wait_for_bodies(3)
+        client.gone.set()
+
+    run(EventStream(body.frames(), heartbeat=0), client, leave)
+    assert body.closed
+    assert client.bodies == [b"data: 0\n\n", b"data: 1\n\n", b"data: 2\n\n"]
+    assert not client.completed
+
+
+def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout() -> None:
+    """A send that does not complete in time abandons the response and closes the body."""
+    body, client = Body(5), Client(block_on=2)
+    run(EventStream(body.frames(), heartbeat=0, send_timeout=0.1), client)
+    assert body.closed
+    assert len(client.bodies) == 2  # the second never completed, and none came after
+    assert not client.completed
+
+
+def test_a_body_still_running_after_the_drain_grace_is_cut_and_completed() -> None:
+    """`shutdown()`: the body gets its grace, then is cut, and the response ends cleanly."""
+    body, client = Body(2), Client()
+    registry: set[EventStream] = set()
+    response = EventStream(body.frames(), heartbeat=0, shutdown_grace=0.05, registry=registry)
+
+    async def shut_down(client: Client) -> None:
+        await client.wait_for_bodies(2)
+        assert registry == {response}
+        for open_response in registry:
+            open_response.shutdown()
+
+    run(response, client, shut_down)
+    assert body.closed
+    assert client.completed
+    assert registry == set()
+
+
+def test_heartbeats_go_out_only_while_the_stream_is_quiet() -> None:
+    """No `: ping` between frames that come faster than the heartbeat; pings once quiet."""
+    body, client = Body(30, every=0.01), Client()
+
+    async def quiet_for_a_while(client: Client) -> None:
+        await client.wait_for_bodies(30)
+        await asyncio.sleep(1.3)
+        client.gone.set()
+
+    run(EventStream(body.frames(), heartbeat=0.5), client, quiet_for_a_while)
+    frames = [b for b in client.bodies if b != HEARTBEAT]
+    assert len(frames) == 30
+    last_frame = max(i for i, b in enumerate(client.bodies) if b != HEARTBEAT)
+    assert HEARTBEAT not in client.bodies[:last_frame]
+    assert client.bodies[last_frame + 1 :].count(HEARTBEAT) >= 2
+
+
+def test_head_sends_the_headers_and_never_starts_the_body() -> None:
+    """HEAD gets the event-stream headers and an empty body; the stream is not run."""
+    body, client = Body(1), Client()
+
+    async def main() -> None:
+        response = EventStream(body.frames())
+        await response({**SCOPE, "method": "HEAD"}, client.receive, client.send)
+
+    asyncio.run(main())
+    start = dict(client.messages[0]["headers"])
+    assert start[b"content-type"] == b"text/event-stream; charset=utf-8"
+    assert start[b"x-accel-buffering"] == b"no"
+    assert client.bodies == [b""] and client.completed
+    assert not body.started
