@@ -120,8 +120,8 @@ class _Completion(Response):
     """Runs one generation and answers once enough of it is known.
 
     The generation runs in a task of its own from its first event to its last: the
-    pipeline's clock belongs to the task that iterates it, and the response iterates its
-    body in the request's task, after the status line is chosen. So the first event can be awaited here, before a status
+    pipeline's clock belongs to the task that iterates it, and iterating it here would
+    tie it to the request's task. So the first event can be awaited here, before a status
     line is chosen, and the rest streamed from there.
     """
 
