@@ -119,10 +119,9 @@ async def _unless_disconnected(receive: Receive, work: Callable[[], Awaitable[T]
 class _Completion(Response):
     """Runs one generation and answers once enough of it is known.
 
-    The generation runs in a task of its own from its first event to its last: the
-    pipeline's clock belongs to the task that iterates it, and iterating it here would
-    tie it to the request's task. So the first event can be awaited here, before a status
-    line is chosen, and the rest streamed from there.
+    The generation runs in a task of its own from its first event to its last (the
+    pipeline's clock belongs to the task that iterates it), so the first event can be
+    awaited here, before a status line is chosen, and the rest streamed from there.
     """
 
     def __init__(
