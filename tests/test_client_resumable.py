@@ -101,6 +101,18 @@ def test_policy_follows_the_gateways_retry_hint() -> None:
     assert second is not None and 4.0 <= second <= 8.0
 
 
+def test_policy_waits_at_least_the_retry_after_of_a_refusal() -> None:
+    """A 503 with `Retry-After` waits that long (jitter only lengthens it), up to `max_delay`."""
+    policy = resumption(Reconnect(max_attempts=5, base_delay=0.1, max_delay=3.0))
+    busy = RequestRejected.of(503, ErrorCode.OVERLOADED, "busy", retryable=True, retry_after=2)
+    assert policy.failed(busy) == 2.0
+    longer = RequestRejected.of(503, ErrorCode.OVERLOADED, "busy", retryable=True, retry_after=30)
+    assert policy.failed(longer) == 3.0
+    # Without the header the backoff alone: well under a second here.
+    unsaid = policy.failed(RequestRejected.of(503, ErrorCode.OVERLOADED, "busy", retryable=True))
+    assert unsaid is not None and unsaid <= 0.4
+
+
 @pytest.mark.parametrize(
     "error",
     [

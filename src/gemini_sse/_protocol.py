@@ -325,8 +325,10 @@ class Reconnect:
     """How a resumable stream comes back after a dropped connection.
 
     The n-th consecutive failed attempt waits `base` (or the gateway's `retry:` hint)
-    times 2**(n-1), at most `max_delay`, then a random 50-100 % of that; after `max_attempts`
-    consecutive failures the last error is raised. Any event received resets the count.
+    times 2**(n-1), at most `max_delay`, then a random 50-100 % of that; a refusal with
+    `Retry-After` (a 503 while the gateway is full or draining) waits at least that long,
+    at most `max_delay`. After `max_attempts` consecutive failures the last error is
+    raised. Any event received resets the count.
     """
 
     max_attempts: int = 5
@@ -372,7 +374,11 @@ class Resumption:
             return None
         self.reader.reconnected()
         self._connected_at = self.reader.last_event_id
-        return reconnect.delay(self.attempt, self.reader.retry_ms)
+        delay = reconnect.delay(self.attempt, self.reader.retry_ms)
+        if isinstance(exc, RequestRejected) and exc.retry_after is not None:
+            # The gateway said when it expects to have room: sooner would be refused again.
+            delay = max(delay, min(exc.retry_after, reconnect.max_delay))
+        return delay
 
 
 DEFAULT_RECONNECT = Reconnect()
