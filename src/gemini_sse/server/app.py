@@ -130,10 +130,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        tasks = [
-            asyncio.create_task(gateway.watch_shutdown()),
-            asyncio.create_task(_sweep(gateway, settings.stream_ttl_s)),
-        ]
+        tasks = [asyncio.create_task(_sweep(gateway, settings.stream_ttl_s))]
         if gateway.limiter.shared:
             tasks.append(asyncio.create_task(gateway.limiter.keep_alive()))
         try:

@@ -28,9 +28,7 @@ from collections.abc import (
     Sequence,
 )
 from dataclasses import dataclass
-from typing import Any
-
-import anyio
+from typing import TYPE_CHECKING, Any
 
 from .._exceptions import RequestRejected
 from .._models import ChatMessage, ErrorCode, ErrorInfo, NamedToolChoice, StreamRequest
@@ -44,6 +42,9 @@ from .ratelimit import Limiter, Slot
 from .settings import Settings
 from .store import StreamStore
 from .telemetry import GenerationTrace, Telemetry
+
+if TYPE_CHECKING:  # sse.py builds on this module
+    from .sse import EventStream
 
 logger = logging.getLogger("gemini_sse.gateway")
 
@@ -91,13 +92,11 @@ class Gateway:
         # Resumable streams produced by this process, by stream id.
         self.detached: dict[str, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        # Open SSE responses (`sse.EventStream`): cut after their grace once draining.
-        self.responses: set[Any] = set()
+        # Open SSE responses: `drain` tells them, and they cut their body after a grace.
+        self.responses: set[EventStream] = set()
         # Gives a burst's freed memory back to the system once no stream is left.
         self.memory = IdleRelease(lambda: not self.runs)
-        # Set when the server is told to exit (SIGTERM, `begin_shutdown`); `drain` then
-        # ends every live generation with `shutting_down`.
-        self.shutdown_event = anyio.Event()
+        # Set by `drain` (the server is exiting: SIGTERM); no new generation starts.
         self.draining = False
         self.timeouts = Timeouts(
             first_token=settings.first_token_timeout_s,
@@ -388,18 +387,10 @@ class Gateway:
 
     # --- shutdown ---------------------------------------------------------------------
 
-    async def watch_shutdown(self) -> None:
-        """Wait for the server's exit signal, then drain."""
-        await self.shutdown_event.wait()
-        self.drain()
-
-    def begin_shutdown(self) -> None:
-        """The server was told to exit: drain now, and tell every open SSE response."""
-        self.shutdown_event.set()
-        self.drain()
-
     def drain(self) -> None:
-        """End every live generation with a retryable `shutting_down` error."""
+        """The server is exiting: end every live generation with a retryable
+        `shutting_down` error, and tell every open SSE response (it cuts its body after
+        its grace)."""
         self.draining = True
         info = ErrorInfo(
             code=ErrorCode.SHUTTING_DOWN,

@@ -142,6 +142,6 @@ def _chain_exit_signals(loop: asyncio.AbstractEventLoop, gateway: Gateway) -> No
             signum: int, frame: FrameType | None, previous: Callable[..., Any] = previous
         ) -> None:
             previous(signum, frame)
-            loop.call_soon_threadsafe(gateway.begin_shutdown)
+            loop.call_soon_threadsafe(gateway.drain)
 
         signal.signal(sig, handler)
