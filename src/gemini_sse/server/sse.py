@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import math
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
@@ -60,10 +61,6 @@ class DroppedResponseFilter(logging.Filter):
             and isinstance(message, str)
             and message.startswith("ASGI callable returned without completing")
         )
-
-
-class _Dropped(Exception):
-    """A heartbeat did not go out within the send timeout: the client stopped reading."""
 
 
 class EventStream(Response):
@@ -109,12 +106,12 @@ class EventStream(Response):
         sse_headers["X-Accel-Buffering"] = "no"  # nginx: pass each write on at once
         self.init_headers(sse_headers)
         self._task: asyncio.Task[Any] | None = None  # the task sending the body
+        self._deadline: Deadline | None = None  # its sends' deadline; `waiting` mid-send
         self._last_send = 0.0  # loop time of the last send started (heartbeats included)
-        self._sending = False  # the body's send is in progress
         self._ended = False  # the body is done, one way or another
-        self._disconnected = False
-        self._dropped = False
-        self._cut = False
+        # Why the body was stopped: "disconnected", "dropped" (the client stopped reading)
+        # or "cut" (after the drain grace); None while it runs or if it ended by itself.
+        self._stopped: str | None = None
         self._cut_timer: asyncio.TimerHandle | None = None
         self._shutting_down = False
         # The open responses a server keeps to call `shutdown()` on (`Gateway.responses`).
@@ -145,60 +142,54 @@ class EventStream(Response):
         self._task = task = asyncio.current_task()
         assert task is not None
         cancelling = task.cancelling()
+        # Without a send timeout the deadline never fires: it only tells a send is on.
+        timeout = math.inf if self.send_timeout is None else self.send_timeout
+        self._deadline = deadline = Deadline(loop)
         await send(self._start())
         self._last_send = loop.time()
         watcher = loop.create_task(self._watch(receive, send))
         body = self.body_iterator
-        deadline = Deadline(loop) if self.send_timeout is not None else None
         if self._registry is not None:
             self._registry.add(self)
         if self._shutting_down:
             self.shutdown()
-        timeout = self.send_timeout
         try:
             async for frame in body:
-                self._sending = True
                 self._last_send = now = loop.time()
-                if deadline is not None:
-                    deadline.wait(now + timeout)  # type: ignore[operator]
+                deadline.wait(now + timeout)
                 try:
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
                 except asyncio.CancelledError:
-                    if deadline is None or not deadline.expired():
+                    if not deadline.expired():
                         raise
-                    self._dropped = True
+                    self._stopped = "dropped"
                     break
                 except OSError:  # how ASGI 2.4 servers tell of a client that has gone
-                    self._disconnected = True
+                    self._stopped = "disconnected"
                     break
                 finally:
-                    self._sending = False
-                    if deadline is not None:
-                        deadline.waiting = False
+                    deadline.waiting = False
         except asyncio.CancelledError:
-            # Ours (disconnect, drop, cut) is undone, as asyncio.timeout undoes its own;
-            # anyone else's (the server's) goes on.
-            if not (self._disconnected or self._dropped or self._cut):
-                raise
-            if task.uncancel() > cancelling:
+            # Ours (`_stop`) is undone, as asyncio.timeout undoes its own; anyone else's
+            # (the server's) goes on.
+            if self._stopped is None or task.uncancel() > cancelling:
                 raise
         finally:
             self._ended = True
             if self._registry is not None:
                 self._registry.discard(self)
-            if deadline is not None:
-                deadline.close()
+            deadline.close()
             if self._cut_timer is not None:
                 self._cut_timer.cancel()
             watcher.cancel()
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()  # the body's cleanup (its model call) runs now
-        if self._dropped:
+        if self._stopped == "dropped":
             _dropped_on_purpose.set(True)
             logger.info("a client stopped reading; its stream was dropped after the send timeout")
             return  # abandoned: the final write could block too
-        if not self._disconnected:
+        if self._stopped != "disconnected":
             await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _start(self) -> Message:
@@ -213,45 +204,39 @@ class EventStream(Response):
         nothing was sent for `heartbeat` seconds."""
         loop = asyncio.get_running_loop()
         beat = self.heartbeat if self.heartbeat > 0 else None
+        deadline = self._deadline  # `waiting` while the body is mid-send
+        assert deadline is not None
         try:
             while True:
                 wait = beat
-                if beat is not None and not self._sending:
+                if beat is not None and not deadline.waiting:
                     wait = max(beat - (loop.time() - self._last_send), 0.0)
                 try:
                     message = await asyncio.wait_for(receive(), wait)
                 except TimeoutError:
                     assert beat is not None
                     # The clock may run a hair early: a thousandth of the beat is quiet enough.
-                    if not self._sending and loop.time() - self._last_send >= beat * 0.999:
-                        self._last_send = loop.time()
-                        await self._ping(send)
+                    if deadline.waiting or loop.time() - self._last_send < beat * 0.999:
+                        continue
+                    self._last_send = loop.time()
+                    try:
+                        ping = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
+                        await asyncio.wait_for(send(ping), self.send_timeout)
+                    except TimeoutError:
+                        self._stop("dropped")
+                        return
                     continue
                 if message["type"] == "http.disconnect":
                     self._stop("disconnected")
                     return
-        except _Dropped:
-            self._stop("dropped")
         except OSError:  # a send to a client that has gone (ASGI 2.4 servers)
             self._stop("disconnected")
 
-    async def _ping(self, send: Send) -> None:
-        message = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
-        try:
-            await asyncio.wait_for(send(message), self.send_timeout)
-        except TimeoutError:
-            raise _Dropped from None
-
     def _stop(self, why: str) -> None:
-        """End the body for `why`: "disconnected", "dropped" or "cut"."""
-        if self._ended or self._task is None:
+        """Stop the body for `why`: "disconnected", "dropped" or "cut"."""
+        if self._ended or self._task is None or self._stopped is not None:
             return
-        if why == "disconnected":
-            self._disconnected = True
-        elif why == "dropped":
-            self._dropped = True
-        else:
-            self._cut = True
+        self._stopped = why
         self._task.cancel()
 
 
