@@ -59,18 +59,10 @@ def _bind(host: str | None, port: int | None) -> list[socket.socket]:
         host or None, port or 0, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
     )
     sockets: list[socket.socket] = []
-    seen: set[tuple[Any, ...]] = set()
     try:
-        for family, kind, proto, _name, address in infos:
-            if (family, address) in seen:
-                continue
-            seen.add((family, address))
-            sock = socket.socket(family, kind, proto)
-            sockets.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind(address)
+        # `socket.create_server`: SO_REUSEADDR, and IPv6 sockets bound to IPv6 only.
+        for family, address in dict.fromkeys((info[0], info[4]) for info in infos):
+            sockets.append(socket.create_server(address, family=family))
     except BaseException:
         for sock in sockets:
             sock.close()
