@@ -13,10 +13,9 @@ from langchain_core.messages import AIMessageChunk
 
 from gemini_sse._models import ChatMessage, StreamRequest, TokenEvent
 from gemini_sse.server.app import create_app
-from gemini_sse.server.encoding import encode_sse
+from gemini_sse.server.encoding import TypedSSE, encode_sse
 from gemini_sse.server.pipeline import Generation, Timeouts
 from gemini_sse.server.providers import ModelRequest
-from gemini_sse.server.routes import typed_events
 from gemini_sse.server.sse import event_stream
 from gemini_sse.server.store import Frame, StreamInfo
 from gemini_sse.server.store.redis import RedisStore
@@ -129,9 +128,10 @@ async def test_a_response_whose_body_never_runs_still_frees_its_slot() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    # sse-starlette answers HEAD with headers only: the body never runs.
-    body = typed_events(gateway, generation)
-    await event_stream(gateway, body, request_id=None, generation=generation)(
+    # A HEAD gets headers only: the body never runs.
+    encode = TypedSSE(retry_ms=1000, separators=False)
+    body = generation.events()
+    await event_stream(gateway, body, encode=encode, request_id=None, generation=generation)(
         {"type": "http", "method": "HEAD", "headers": []}, receive, send
     )
     assert sent[0]["status"] == 200

@@ -7,7 +7,9 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from gemini_sse.server.sse import HEARTBEAT, EventStream
+import pytest
+
+from gemini_sse.server.sse import HEARTBEAT, SERVER_SEND, EventStream
 
 SCOPE = {"type": "http", "method": "POST", "headers": []}
 
@@ -147,3 +149,63 @@ def test_head_sends_the_headers_and_never_starts_the_body() -> None:
     assert start[b"x-accel-buffering"] == b"no"
     assert client.bodies == [b""] and client.completed
     assert not body.started
+
+
+def test_the_server_cancelling_the_request_closes_the_body() -> None:
+    """A server that cancels the request's task (a forced shutdown) ends the body too."""
+    body, client = Body(2), Client()
+
+    async def main() -> None:
+        task = asyncio.create_task(
+            EventStream(body.frames(), heartbeat=0)(SCOPE, client.receive, client.send)
+        )
+        await client.wait_for_bodies(2)
+        task.cancel()
+        done, _ = await asyncio.wait((task,), timeout=5)
+        assert task in done and task.cancelled()
+
+    asyncio.run(main())
+    assert body.closed
+
+
+def test_a_failing_body_fails_the_response() -> None:
+    """An exception from the body reaches the server (which logs it and closes the
+    connection); the response is not completed as if the stream had ended."""
+    client = Client()
+
+    async def broken() -> AsyncIterator[bytes]:
+        yield b"data: 0\n\n"
+        raise RuntimeError("the body broke")
+
+    async def main() -> None:
+        await EventStream(broken(), heartbeat=0)(SCOPE, client.receive, client.send)
+
+    with pytest.raises(RuntimeError, match="the body broke"):
+        asyncio.run(main())
+    assert client.bodies == [b"data: 0\n\n"]
+    assert not client.completed
+
+
+def test_frames_go_to_the_server_send_in_the_scope_and_the_ends_through_the_app() -> None:
+    """With `SERVER_SEND` in the scope, the frames skip the app's send wrappers; the
+    start and the end still pass through them, and `encode` turns items into frames
+    (an empty frame is not sent)."""
+    through_app, server = Client(), Client()
+
+    async def items() -> AsyncIterator[int]:
+        for i in range(4):
+            yield i
+
+    async def main() -> None:
+        response = EventStream(
+            items(), heartbeat=0, encode=lambda i: b"" if i == 2 else f"data: {i}\n\n".encode()
+        )
+        await response({**SCOPE, SERVER_SEND: server.send}, server.receive, through_app.send)
+
+    asyncio.run(main())
+    assert [m["type"] for m in through_app.messages] == [
+        "http.response.start",
+        "http.response.body",
+    ]
+    assert through_app.completed
+    assert server.bodies == [b"data: 0\n\n", b"data: 1\n\n", b"data: 3\n\n"]

@@ -9,9 +9,9 @@ from typing import Any
 import httpx
 import pytest
 
-from gemini_sse._models import SeparatorEvent, TokenEvent, event_data
+from gemini_sse._models import ErrorCode, ErrorEvent, SeparatorEvent, TokenEvent, event_data
 from gemini_sse.server.app import create_app
-from gemini_sse.server.encoding import encode_sse
+from gemini_sse.server.encoding import TypedSSE, encode_sse
 from gemini_sse.server.providers.fake import FakeProvider
 from gemini_sse.server.providers.simulated import expected_answer
 
@@ -358,3 +358,53 @@ async def test_openapi_schema_describes_the_routes() -> None:
     )
     assert "ErrorBody" in schema["components"]["schemas"]
     assert {p["name"] for p in stream["get"]["parameters"]} >= {"message", "model", "separators"}
+
+
+class BodyCounter:
+    """A pure ASGI middleware that counts the response bodies passing through it."""
+
+    seen: list[int] = []
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def counting(message: dict[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                BodyCounter.seen.append(len(message["body"]))
+            await send(message)
+
+        await self.app(scope, receive, counting)
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_frames_skip_only_middleware_known_to_leave_bodies_alone(trusted: bool) -> None:
+    """A stream's frames go straight to the server past the gateway's own middleware; an
+    unknown middleware (it might rewrite bodies) gets every frame, and either way the
+    client gets the whole stream and the middleware sees it end."""
+    app = create_app(make_settings())
+    app.add_middleware(BodyCounter)
+    if trusted:
+        app.BODY_BLIND = app.BODY_BLIND | {BodyCounter}  # type: ignore[attr-defined]
+    BodyCounter.seen = []
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+        response = await client.post("/v1/stream", json={"message": "hi", "separators": False})
+    events = parse(response.content)
+    assert names(events) == ["token"] * 5 + ["done"]
+    assert BodyCounter.seen[-1] == 0  # the end of the response
+    assert len(BodyCounter.seen) == (1 if trusted else 7)
+
+
+def test_typed_sse_numbers_events_and_writes_a_token_with_its_separator() -> None:
+    """`TypedSSE`: ids from 1; a token is held until its separator and both go out as
+    one frame; a retryable error carries the `retry:` hint, a token never does."""
+    encode = TypedSSE(retry_ms=1500, separators=True)
+    assert encode(TokenEvent(text="Hi")) == b""
+    pair = encode(SeparatorEvent(index=0))
+    assert pair == encode_sse(1, TokenEvent(text="Hi")) + encode_sse(2, SeparatorEvent(index=0))
+    error = ErrorEvent(code=ErrorCode.RATE_LIMITED, message="slow down", retryable=True)
+    assert encode(error) == encode_sse(3, error, retry_ms=1500)
+    plain = TypedSSE(retry_ms=1500, separators=False)
+    assert plain(TokenEvent(text="Hi")) == encode_sse(1, TokenEvent(text="Hi"))
+    assert b"retry:" not in plain(TokenEvent(text="again"))

@@ -1,8 +1,10 @@
 """Wire encodings of the pipeline's events: our typed SSE today.
 
-An encoder is a pure function from (event id, event) to the bytes of one SSE message.
-Other wire formats (an OpenAI-compatible stream, say) are other encoders over the same
-events; the pipeline and providers do not change for them.
+An encoder is a pure function from (event id, event) to the bytes of one SSE message;
+`TypedSSE` applies it to one stream's events in order (numbering them, and writing a
+chunk's token and separator in one send). Other wire formats (an OpenAI-compatible
+stream, say) are other encoders over the same events; the pipeline and providers do not
+change for them.
 
 Event stream format: https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation
 """
@@ -30,6 +32,36 @@ def encode_sse(event_id: int, event: PipelineEvent, *, retry_ms: int | None = No
         data = event_data(event)
     retry = f"retry: {retry_ms}\n" if retry_ms is not None else ""
     return f"id: {event_id}\nevent: {event.event}\n{retry}data: {data}\n\n".encode()
+
+
+class TypedSSE:
+    """Our typed SSE for one stream's events, in order: `encode(event)` is its bytes.
+
+    Events are numbered from 1. With `separators`, a `token` is held back and goes out
+    with the `separator` the pipeline yields right after it, in one write: a send costs
+    more than the bytes it carries. A held token encodes to `b""` (nothing to send yet).
+    """
+
+    __slots__ = ("retry_ms", "separators", "_event_id", "_held")
+
+    def __init__(self, *, retry_ms: int, separators: bool) -> None:
+        self.retry_ms = retry_ms
+        self.separators = separators
+        self._event_id = 0
+        self._held = b""
+
+    def __call__(self, event: PipelineEvent) -> bytes:
+        self._event_id += 1
+        if type(event) is TokenEvent:  # most events: no retry hint to look for
+            data = encode_sse(self._event_id, event)
+            if self.separators:
+                self._held = data
+                return b""
+            return data
+        data = encode_sse(self._event_id, event, retry_ms=retry_hint(event, self.retry_ms))
+        if self._held:
+            data, self._held = self._held + data, b""
+        return data
 
 
 def retry_hint(event: PipelineEvent, retry_ms: int) -> int | None:

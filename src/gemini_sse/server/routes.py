@@ -8,7 +8,6 @@ all routes share lives in `dependencies.py` (gateway, caller, request id), `erro
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -22,13 +21,10 @@ from .._models import (
     Fault,
     SimulationOptions,
     StreamRequest,
-    TokenEvent,
 )
 from .auth import secret_matches, unauthorized
 from .dependencies import CallerDep, GatewayDep, request_id_of
-from .encoding import encode_sse, retry_hint
-from .gateway import Gateway
-from .pipeline import Generation
+from .encoding import TypedSSE
 from .sse import EventStream, event_stream
 
 router = APIRouter()
@@ -58,27 +54,6 @@ _SSE_RESPONSE: dict[int | str, dict[str, object]] = {
 }
 
 
-async def typed_events(gateway: Gateway, generation: Generation) -> AsyncIterator[bytes]:
-    """A generation's events in our typed SSE, numbered from 1.
-
-    A chunk's `token` and the `separator` after it go out in one write: the pipeline
-    yields them back to back, and a send costs more than the bytes it carries.
-    """
-    retry_ms = gateway.settings.retry_hint_ms
-    held = b""  # a token's bytes, waiting for its separator
-    async with gateway.running(generation) as events:
-        event_id = 0
-        async for event in events:
-            event_id += 1
-            data = encode_sse(event_id, event, retry_ms=retry_hint(event, retry_ms))
-            if generation.separators and type(event) is TokenEvent:
-                held = data
-                continue
-            if held:
-                data, held = held + data, b""
-            yield data
-
-
 @router.post(
     "/v1/stream",
     response_class=EventStream,
@@ -97,9 +72,14 @@ async def post_stream(
         request_id=request_id,
         headers=request.headers,
     )
+    # The response reads the generation itself and closes it however it ends (its
+    # `generation` argument closes the books): no generator of ours in between, which
+    # costs a few us per token (docs/benchmarks.md, "Optimisations made", 9).
+    encode = TypedSSE(retry_ms=gateway.settings.retry_hint_ms, separators=generation.separators)
     return event_stream(
         gateway,
-        typed_events(gateway, generation),
+        generation.events(),
+        encode=encode,
         request_id=request_id,
         generation=generation,
     )

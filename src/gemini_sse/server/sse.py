@@ -11,9 +11,8 @@ Deliberate deviation, measured (docs/benchmarks.md, "Optimisations made", 7): th
 sse-starlette's `EventSourceResponse`, which serves each response with an anyio task group
 of four tasks (body, pings, exit signal, disconnect listener), each under a cancel scope.
 Those tasks were about half of the gateway's memory per open stream above the bare-ASGI
-floor (1.20-1.22x the floor's; 1.11-1.12x with this class). Here the body is sent from the
-request's own task, and one watcher task per stream listens for the disconnect and sends
-the heartbeats.
+floor (1.20-1.22x the floor's; 1.11-1.12x with this class). Here one task sends the
+body, and the request's own task listens for the disconnect and sends the heartbeats.
 """
 
 from __future__ import annotations
@@ -22,7 +21,7 @@ import asyncio
 import contextvars
 import logging
 import math
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -37,6 +36,10 @@ from .pipeline import Generation
 logger = logging.getLogger("gemini_sse.sse")
 
 HEARTBEAT = b": ping\n\n"  # a comment: EventSource ignores it, proxies see bytes flow
+
+# Where an app whose middleware leaves response bodies alone puts the server's own `send`
+# in the scope (`app.GatewayApp`); `EventStream` then sends its frames straight to it.
+SERVER_SEND = "gemini_sse.server_send"
 
 # Set in the task serving a response that was ended on purpose because its client
 # stopped reading; uvicorn logs from that same task once the response returns.
@@ -64,7 +67,10 @@ class DroppedResponseFilter(logging.Filter):
 
 
 class EventStream(Response):
-    """A `text/event-stream` response over an async iterator of SSE frames (bytes).
+    """A `text/event-stream` response over an async iterator of SSE frames.
+
+    The body yields the frames' bytes, or anything `encode` turns into them (an encoder
+    may answer `b""`: nothing to send for that item yet).
 
     How it ends:
     - the body ends: the response is completed;
@@ -83,9 +89,10 @@ class EventStream(Response):
 
     def __init__(
         self,
-        body: AsyncIterator[bytes],
+        body: AsyncIterator[Any],
         status_code: int = 200,  # FastAPI reads the default for its OpenAPI document
         *,
+        encode: Callable[[Any], bytes] | None = None,
         headers: Mapping[str, str] | None = None,
         heartbeat: float = 15.0,
         send_timeout: float | None = None,
@@ -94,6 +101,7 @@ class EventStream(Response):
         registry: set[EventStream] | None = None,
     ) -> None:
         self.body_iterator = body
+        self.encode = encode
         self.status_code = status_code
         self.background = background
         self.heartbeat = heartbeat
@@ -124,7 +132,7 @@ class EventStream(Response):
                 await send(self._start())
                 await send({"type": "http.response.body", "body": b"", "more_body": False})
                 return
-            await self._respond(receive, send)
+            await self._respond(receive, send, scope.get(SERVER_SEND, send))
         finally:
             if self.background is not None:
                 await self.background()
@@ -137,24 +145,58 @@ class EventStream(Response):
         loop = asyncio.get_running_loop()
         self._cut_timer = loop.call_later(self.shutdown_grace, self._stop, "cut")
 
-    async def _respond(self, receive: Receive, send: Send) -> None:
+    async def _respond(self, receive: Receive, send: Send, send_frame: Send) -> None:
+        """Send the response: its start and its end through the app's `send`, so that
+        the app's middleware sees the response begin and end, and the frames in between
+        through `send_frame` (`_send_body`)."""
         loop = asyncio.get_running_loop()
-        self._task = task = asyncio.current_task()
-        assert task is not None
-        cancelling = task.cancelling()
-        # Without a send timeout the deadline never fires: it only tells a send is on.
-        timeout = math.inf if self.send_timeout is None else self.send_timeout
-        self._deadline = deadline = Deadline(loop)
         await send(self._start())
         self._last_send = loop.time()
-        watcher = loop.create_task(self._watch(receive, send))
-        body = self.body_iterator
+        # The body goes out from a task of its own. Each chunk from the model wakes the
+        # task that waits for it, and resumes every frame on that task's stack: in the
+        # request's own task that is a dozen frames of middleware and routing, cold in
+        # the cache with a thousand streams open (about 5 us per token, measured: docs/
+        # benchmarks.md, "Optimisations made", 9). Meanwhile the request's task listens
+        # for the disconnect and sends the heartbeats.
+        self._task = sender = loop.create_task(self._send_body(send_frame))
         if self._registry is not None:
             self._registry.add(self)
         if self._shutting_down:
             self.shutdown()
         try:
-            async for frame in body:
+            await self._watch(receive, send, sender)
+        finally:
+            if not sender.done():  # the server cancelled this task: the body ends too
+                self._stop("cut")
+            await asyncio.wait((sender,))
+            if self._registry is not None:
+                self._registry.discard(self)
+            if self._cut_timer is not None:
+                self._cut_timer.cancel()
+        sender.result()  # the body's own failure, if any, is the response's
+        if self._stopped == "dropped":
+            _dropped_on_purpose.set(True)
+            logger.info("a client stopped reading; its stream was dropped after the send timeout")
+            return  # abandoned: the final write could block too
+        if self._stopped != "disconnected":
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send_body(self, send: Send) -> None:
+        """Send every frame of the body (in a task of its own: `_respond`); `send` is
+        the server's own when the app's middleware leaves bodies alone (`SERVER_SEND`):
+        one call per frame instead of one per layer."""
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        # Without a send timeout the deadline never fires: it only tells a send is on.
+        timeout = math.inf if self.send_timeout is None else self.send_timeout
+        self._deadline = deadline = Deadline(loop)
+        body, encode = self.body_iterator, self.encode
+        try:
+            async for item in body:
+                frame = item if encode is None else encode(item)
+                if not frame:
+                    continue
                 self._last_send = now = loop.time()
                 deadline.wait(now + timeout)
                 try:
@@ -170,27 +212,15 @@ class EventStream(Response):
                 finally:
                     deadline.waiting = False
         except asyncio.CancelledError:
-            # Ours (`_stop`) is undone, as asyncio.timeout undoes its own; anyone else's
-            # (the server's) goes on.
-            if self._stopped is None or task.uncancel() > cancelling:
+            # Ours (`_stop`) ends the body quietly; anyone else's goes on.
+            if self._stopped is None or task.uncancel() > 0:
                 raise
         finally:
             self._ended = True
-            if self._registry is not None:
-                self._registry.discard(self)
             deadline.close()
-            if self._cut_timer is not None:
-                self._cut_timer.cancel()
-            watcher.cancel()
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()  # the body's cleanup (its model call) runs now
-        if self._stopped == "dropped":
-            _dropped_on_purpose.set(True)
-            logger.info("a client stopped reading; its stream was dropped after the send timeout")
-            return  # abandoned: the final write could block too
-        if self._stopped != "disconnected":
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     def _start(self) -> Message:
         return {
@@ -199,38 +229,48 @@ class EventStream(Response):
             "headers": self.raw_headers,
         }
 
-    async def _watch(self, receive: Receive, send: Send) -> None:
-        """Until the body ends: listen for the disconnect, and send a heartbeat whenever
-        nothing was sent for `heartbeat` seconds."""
+    async def _watch(self, receive: Receive, send: Send, sender: asyncio.Task[None]) -> None:
+        """Until the body's task ends: listen for the disconnect, and send a heartbeat
+        whenever nothing was sent for `heartbeat` seconds."""
         loop = asyncio.get_running_loop()
         beat = self.heartbeat if self.heartbeat > 0 else None
-        deadline = self._deadline  # `waiting` while the body is mid-send
-        assert deadline is not None
+        receiving: asyncio.Future[Message] | None = None
         try:
-            while True:
+            while not sender.done():
+                deadline = self._deadline  # `waiting` while the body is mid-send
                 wait = beat
-                if beat is not None and not deadline.waiting:
+                if beat is not None and not (deadline is not None and deadline.waiting):
                     wait = max(beat - (loop.time() - self._last_send), 0.0)
-                try:
-                    message = await asyncio.wait_for(receive(), wait)
-                except TimeoutError:
-                    assert beat is not None
-                    # The clock may run a hair early: a thousandth of the beat is quiet enough.
-                    if deadline.waiting or loop.time() - self._last_send < beat * 0.999:
-                        continue
-                    self._last_send = loop.time()
-                    try:
-                        ping = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
-                        await asyncio.wait_for(send(ping), self.send_timeout)
-                    except TimeoutError:
-                        self._stop("dropped")
+                if receiving is None:
+                    receiving = asyncio.ensure_future(receive())
+                done, _ = await asyncio.wait(
+                    (receiving, sender), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                )
+                if sender in done:
+                    return
+                if receiving in done:
+                    message, receiving = receiving.result(), None
+                    if message["type"] == "http.disconnect":
+                        self._stop("disconnected")
                         return
                     continue
-                if message["type"] == "http.disconnect":
-                    self._stop("disconnected")
+                assert beat is not None
+                # The clock may run a hair early: a thousandth of the beat is quiet enough.
+                mid_send = deadline is not None and deadline.waiting
+                if mid_send or loop.time() - self._last_send < beat * 0.999:
+                    continue
+                self._last_send = loop.time()
+                try:
+                    ping = {"type": "http.response.body", "body": HEARTBEAT, "more_body": True}
+                    await asyncio.wait_for(send(ping), self.send_timeout)
+                except TimeoutError:
+                    self._stop("dropped")
                     return
         except OSError:  # a send to a client that has gone (ASGI 2.4 servers)
             self._stop("disconnected")
+        finally:
+            if receiving is not None:
+                receiving.cancel()
 
     def _stop(self, why: str) -> None:
         """Stop the body for `why`: "disconnected", "dropped" or "cut"."""
@@ -242,20 +282,23 @@ class EventStream(Response):
 
 def event_stream(
     gateway: Gateway,
-    body: AsyncIterator[bytes],
+    body: AsyncIterator[Any],
     *,
+    encode: Callable[[Any], bytes] | None = None,
     request_id: str | None,
     generation: Generation | None = None,
     shutdown_grace_s: float | None = None,
 ) -> EventStream:
     """The SSE response for `body`, with the gateway's heartbeat, send timeout and drain.
 
+    `body` yields frames, or what `encode` turns into frames (`EventStream`).
     `generation`: the one the body runs, if any; however the response ends, even if its
     body never ran, that generation's books are closed and its admission slot freed.
     """
     s = gateway.settings
     response = EventStream(
         body,
+        encode=encode,
         headers={"X-Request-ID": request_id} if request_id else None,
         heartbeat=s.heartbeat_s,
         send_timeout=s.send_timeout_s,
