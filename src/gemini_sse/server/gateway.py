@@ -35,7 +35,7 @@ from .._models import ChatMessage, ErrorCode, ErrorInfo, NamedToolChoice, Stream
 from .auth import Caller, KeyRing
 from .media import Media, MediaError, check_media
 from .memory import IdleRelease
-from .metrics import ChunkGaps, Metrics
+from .metrics import Metrics
 from .pipeline import Generation, PipelineEvent, RetryPolicy, Timeouts
 from .providers import Fallback, ModelRequest, Provider
 from .ratelimit import Limiter, Slot
@@ -55,17 +55,10 @@ class Run:
 
     caller: Caller | None
     started: float  # time.monotonic()
-    gaps: ChunkGaps
     stream_id: str | None = None
     slot: Slot | None = None
     answer: list[str] | None = None  # kept only when content is logged
     trace: GenerationTrace | None = None  # with OpenTelemetry on
-
-    def token(self, text: str) -> None:
-        """A token is on its way to the client (called once per `token` event)."""
-        self.gaps.tick()
-        if self.answer is not None:
-            self.answer.append(text)
 
 
 class Gateway:
@@ -281,7 +274,6 @@ class Gateway:
         run = self.runs[generation] = Run(
             caller,
             time.monotonic(),
-            ChunkGaps(),
             stream_id=stream_id,
             slot=slot,
             answer=[] if self.settings.log_content else None,
@@ -294,7 +286,8 @@ class Gateway:
                 stream_id=stream_id,
                 headers=headers,
             )
-        generation.on_token = run.token
+        if run.answer is not None:
+            generation.on_token = run.answer.append
         self.metrics.stream_started(request.model, self.provider.name)
         return generation
 
@@ -345,7 +338,7 @@ class Gateway:
             duration_s=duration_s,
             chunks=generation.chunks,
             output_tokens=output_tokens,
-            gaps=run.gaps,
+            gaps=generation.gaps,
         )
         if run.trace is not None:
             run.trace.end(generation, outcome=outcome, duration_s=duration_s)

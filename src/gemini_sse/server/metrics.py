@@ -6,7 +6,8 @@ never a caller's key or anything from a prompt: both label values come from the 
 allow-list, so the number of series stays bounded.
 
 Gaps between chunks are the one measurement made per token. A stream tallies them into
-the histogram's buckets in plain Python (`ChunkGaps.tick`, a clock read and a bisect) and
+the histogram's buckets in plain Python (`ChunkGaps.tick`, from the clock reading its
+generation makes anyway, and a bisect) and
 adds the tally to the shared histogram when it ends: about a third of the cost of
 `Histogram.observe`, which takes a lock per call. The histogram therefore shows finished
 streams only.
@@ -14,7 +15,6 @@ streams only.
 
 from __future__ import annotations
 
-import time
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
 
@@ -52,9 +52,8 @@ class ChunkGaps:
         self.sum = 0.0
         self._last: float | None = None
 
-    def tick(self) -> None:
-        """A chunk went out now."""
-        now = time.monotonic()
+    def tick(self, now: float) -> None:
+        """A chunk came at `now` (the event loop's clock, in seconds)."""
         if self._last is not None:
             gap = now - self._last
             # bisect_left: a gap equal to a bound belongs to that bucket (`le`).
