@@ -50,7 +50,7 @@ STAGES = [
     ("langchain-core astream machinery", ("BaseChatModel.astream",)),
     ("provider wrapper (providers/base.py)", ("LangChainProvider.astream",)),
     ("pipeline (pipeline.py)", ("Generation.events",)),
-    ("SSE body: encode (routes.typed_events)", ("typed_events",)),
+    ("SSE body: encode (encoding.TypedSSE)", ("TypedSSE.",)),
     ("floor app (bench/floor.py)", ("create_floor.<locals>.app",)),
     ("uvicorn + h11 send", ("RequestResponseCycle.send",)),
     (
@@ -61,7 +61,7 @@ STAGES = [
             "ServerErrorMiddleware.__call__.<locals>._send",
         ),
     ),
-    ("SSE response: send loop and watcher (sse.py)", ("EventStream.",)),
+    ("SSE response: send loop, watcher, ticks (sse.py)", ("EventStream.", "Ticker.")),
     ("per-stream: request, routing, admission, tasks", ("run_asgi", "TaskHandle._run_coro")),
 ]
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from gemini_sse.server.sse import HEARTBEAT, SERVER_SEND, EventStream
+from gemini_sse.server.ticker import Ticker
 
 SCOPE = {"type": "http", "method": "POST", "headers": []}
 
@@ -103,19 +104,19 @@ def test_a_client_that_stops_reading_is_dropped_after_the_send_timeout() -> None
 def test_a_body_still_running_after_the_drain_grace_is_cut_and_completed() -> None:
     """`shutdown()`: the body gets its grace, then is cut, and the response ends cleanly."""
     body, client = Body(2), Client()
-    registry: set[EventStream] = set()
-    response = EventStream(body.frames(), heartbeat=0, shutdown_grace=0.05, registry=registry)
+    responses: Ticker[EventStream] = Ticker(1.0)
+    response = EventStream(body.frames(), heartbeat=0, shutdown_grace=0.05, ticker=responses)
 
     async def shut_down(client: Client) -> None:
         await client.wait_for_bodies(2)
-        assert registry == {response}
-        for open_response in registry:
+        assert list(responses) == [response]
+        for open_response in responses:
             open_response.shutdown()
 
     run(response, client, shut_down)
     assert body.closed
     assert client.completed
-    assert registry == set()
+    assert len(responses) == 0
 
 
 def test_heartbeats_go_out_only_while_the_stream_is_quiet() -> None:
@@ -209,3 +210,33 @@ def test_frames_go_to_the_server_send_in_the_scope_and_the_ends_through_the_app(
     ]
     assert through_app.completed
     assert server.bodies == [b"data: 0\n\n", b"data: 1\n\n", b"data: 3\n\n"]
+
+
+def test_one_ticker_ticks_its_members_until_none_is_left() -> None:
+    """A `Ticker` calls `tick` on every member each period, with the loop's time, and
+    stops ticking a member once it is discarded."""
+
+    class Member:
+        def __init__(self) -> None:
+            self.ticks: list[float] = []
+
+        def tick(self, now: float) -> None:
+            self.ticks.append(now)
+
+    members = [Member(), Member()]
+
+    async def main() -> None:
+        ticker: Ticker[Member] = Ticker(0.01)
+        for member in members:
+            ticker.add(member)
+        await asyncio.sleep(0.1)
+        ticker.discard(members[0])
+        seen = len(members[0].ticks)
+        await asyncio.sleep(0.05)
+        assert len(members[0].ticks) == seen  # no more after it left
+        assert len(members[1].ticks) > seen
+        ticker.discard(members[1])
+
+    asyncio.run(main())
+    assert len(members[0].ticks) >= 3
+    assert members[1].ticks == sorted(members[1].ticks)

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 from .._exceptions import RequestRejected
 from .._models import ChatMessage, ErrorCode, ErrorInfo, NamedToolChoice, StreamRequest
 from .auth import Caller, KeyRing
+from .deadline import Deadline
 from .media import Media, MediaError, check_media
 from .memory import IdleRelease
 from .metrics import Metrics
@@ -42,6 +43,7 @@ from .ratelimit import Limiter, Slot
 from .settings import Settings
 from .store import StreamStore
 from .telemetry import GenerationTrace, Telemetry
+from .ticker import Ticker, tick_period
 
 if TYPE_CHECKING:  # sse.py builds on this module
     from .sse import EventStream
@@ -86,7 +88,10 @@ class Gateway:
         self.detached: dict[str, Generation] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         # Open SSE responses: `drain` tells them, and they cut their body after a grace.
-        self.responses: set[EventStream] = set()
+        # One timer ticks them all for their heartbeats and send timeouts.
+        self.responses: Ticker[EventStream] = Ticker(
+            tick_period(settings.heartbeat_s, settings.send_timeout_s)
+        )
         # Gives a burst's freed memory back to the system once no stream is left.
         self.memory = IdleRelease(lambda: not self.runs)
         # Set by `drain` (the server is exiting: SIGTERM); no new generation starts.
@@ -95,6 +100,11 @@ class Gateway:
             first_token=settings.first_token_timeout_s,
             idle=settings.idle_timeout_s,
             total=settings.total_timeout_s,
+        )
+        # One ticker checks the upstream deadlines of every generation (`deadline.py`).
+        timeouts = self.timeouts
+        self.clocks: Ticker[Deadline] = Ticker(
+            tick_period(timeouts.first_token, timeouts.idle, timeouts.total)
         )
         self.retry = RetryPolicy(
             attempts=settings.upstream_retries, budget_s=settings.upstream_retry_budget_s
@@ -270,6 +280,7 @@ class Gateway:
             retry=self.retry,
             request_id=request_id,
             fallbacks=self.fallbacks,
+            clocks=self.clocks,
         )
         run = self.runs[generation] = Run(
             caller,

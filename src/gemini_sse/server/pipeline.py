@@ -42,6 +42,7 @@ from .deadline import Deadline
 from .metrics import ChunkGaps
 from .parts import AnswerParts, blocked_category
 from .providers import Fallback, ModelRequest, Provider
+from .ticker import Ticker, tick_period
 from .upstream import map_upstream_error
 
 logger = logging.getLogger("gemini_sse.pipeline")
@@ -110,6 +111,7 @@ class Generation:
         retry: RetryPolicy = RetryPolicy(),
         request_id: str | None = None,
         fallbacks: Sequence[Fallback] = (),
+        clocks: Ticker[Deadline] | None = None,
     ) -> None:
         self.provider = provider
         self.request = request
@@ -141,6 +143,11 @@ class Generation:
         self.parts = AnswerParts(keep_text=request.grounding)
         self._interrupt: ErrorInfo | None = None
         self._clock: Deadline | None = None
+        # What checks the deadlines of the upstream waits: the gateway's, for all its
+        # generations; otherwise this generation's own.
+        if clocks is None:
+            clocks = Ticker(tick_period(timeouts.first_token, timeouts.idle, timeouts.total))
+        self._clocks = clocks
         self._woken = asyncio.Event()  # set by `interrupt`: ends a retry's wait early
 
     @property
@@ -210,7 +217,7 @@ class Generation:
                 stream = provider.astream(request)
                 # Retries happen only before the first text, so the first-token clock holds.
                 deadline = min(attempt_started + self.timeouts.first_token, total_deadline)
-                self._clock = clock = Deadline(loop)
+                self._clock = clock = Deadline(self._clocks)
                 try:
                     while self._interrupt is None:
                         # The clock runs only while we wait for upstream, not while the

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -29,9 +28,9 @@ from starlette.datastructures import MutableHeaders
 from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 
-from .deadline import Deadline
 from .gateway import Gateway
 from .pipeline import Generation
+from .ticker import Ticker, tick_period
 
 logger = logging.getLogger("gemini_sse.sse")
 
@@ -98,7 +97,7 @@ class EventStream(Response):
         send_timeout: float | None = None,
         shutdown_grace: float = 0.0,
         background: BackgroundTask | None = None,
-        registry: set[EventStream] | None = None,
+        ticker: Ticker[EventStream] | None = None,
     ) -> None:
         self.body_iterator = body
         self.encode = encode
@@ -114,16 +113,21 @@ class EventStream(Response):
         sse_headers["X-Accel-Buffering"] = "no"  # nginx: pass each write on at once
         self.init_headers(sse_headers)
         self._task: asyncio.Task[Any] | None = None  # the task sending the body
-        self._deadline: Deadline | None = None  # its sends' deadline; `waiting` mid-send
         self._last_send = 0.0  # loop time of the last send started (heartbeats included)
+        self._sending_since: float | None = None  # the body's send in progress began then
+        self._ping_due: asyncio.Future[None] | None = None  # set by `tick` for a heartbeat
         self._ended = False  # the body is done, one way or another
         # Why the body was stopped: "disconnected", "dropped" (the client stopped reading)
         # or "cut" (after the drain grace); None while it runs or if it ended by itself.
         self._stopped: str | None = None
         self._cut_timer: asyncio.TimerHandle | None = None
         self._shutting_down = False
-        # The open responses a server keeps to call `shutdown()` on (`Gateway.responses`).
-        self._registry = registry
+        # The open responses of the server (`Gateway.responses`), which it also tells of
+        # its shutdown; otherwise this response's own. Either way the one timer of
+        # heartbeats and send timeouts (`ticker.py`).
+        if ticker is None:
+            ticker = Ticker(tick_period(heartbeat, send_timeout))
+        self._ticker = ticker
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -159,8 +163,7 @@ class EventStream(Response):
         # benchmarks.md, "Optimisations made", 9). Meanwhile the request's task listens
         # for the disconnect and sends the heartbeats.
         self._task = sender = loop.create_task(self._send_body(send_frame))
-        if self._registry is not None:
-            self._registry.add(self)
+        self._ticker.add(self)
         if self._shutting_down:
             self.shutdown()
         try:
@@ -169,8 +172,7 @@ class EventStream(Response):
             if not sender.done():  # the server cancelled this task: the body ends too
                 self._stop("cut")
             await asyncio.wait((sender,))
-            if self._registry is not None:
-                self._registry.discard(self)
+            self._ticker.discard(self)
             if self._cut_timer is not None:
                 self._cut_timer.cancel()
         sender.result()  # the body's own failure, if any, is the response's
@@ -188,36 +190,26 @@ class EventStream(Response):
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
-        # Without a send timeout the deadline never fires: it only tells a send is on.
-        timeout = math.inf if self.send_timeout is None else self.send_timeout
-        self._deadline = deadline = Deadline(loop)
         body, encode = self.body_iterator, self.encode
         try:
             async for item in body:
                 frame = item if encode is None else encode(item)
                 if not frame:
                     continue
-                self._last_send = now = loop.time()
-                deadline.wait(now + timeout)
+                # `tick` drops the response if this send is still on after the timeout.
+                self._sending_since = self._last_send = loop.time()
                 try:
                     await send({"type": "http.response.body", "body": frame, "more_body": True})
-                except asyncio.CancelledError:
-                    if not deadline.expired():
-                        raise
-                    self._stopped = "dropped"
-                    break
                 except OSError:  # how ASGI 2.4 servers tell of a client that has gone
                     self._stopped = "disconnected"
                     break
-                finally:
-                    deadline.waiting = False
+                self._sending_since = None
         except asyncio.CancelledError:
             # Ours (`_stop`) ends the body quietly; anyone else's goes on.
             if self._stopped is None or task.uncancel() > 0:
                 raise
         finally:
             self._ended = True
-            deadline.close()
             aclose = getattr(body, "aclose", None)
             if aclose is not None:
                 await aclose()  # the body's cleanup (its model call) runs now
@@ -231,20 +223,16 @@ class EventStream(Response):
 
     async def _watch(self, receive: Receive, send: Send, sender: asyncio.Task[None]) -> None:
         """Until the body's task ends: listen for the disconnect, and send a heartbeat
-        whenever nothing was sent for `heartbeat` seconds."""
+        whenever `tick` finds that nothing was sent for `heartbeat` seconds."""
         loop = asyncio.get_running_loop()
-        beat = self.heartbeat if self.heartbeat > 0 else None
         receiving: asyncio.Future[Message] | None = None
         try:
             while not sender.done():
-                deadline = self._deadline  # `waiting` while the body is mid-send
-                wait = beat
-                if beat is not None and not (deadline is not None and deadline.waiting):
-                    wait = max(beat - (loop.time() - self._last_send), 0.0)
                 if receiving is None:
                     receiving = asyncio.ensure_future(receive())
+                self._ping_due = ping_due = loop.create_future()
                 done, _ = await asyncio.wait(
-                    (receiving, sender), timeout=wait, return_when=asyncio.FIRST_COMPLETED
+                    (receiving, sender, ping_due), return_when=asyncio.FIRST_COMPLETED
                 )
                 if sender in done:
                     return
@@ -253,11 +241,6 @@ class EventStream(Response):
                     if message["type"] == "http.disconnect":
                         self._stop("disconnected")
                         return
-                    continue
-                assert beat is not None
-                # The clock may run a hair early: a thousandth of the beat is quiet enough.
-                mid_send = deadline is not None and deadline.waiting
-                if mid_send or loop.time() - self._last_send < beat * 0.999:
                     continue
                 self._last_send = loop.time()
                 try:
@@ -269,8 +252,23 @@ class EventStream(Response):
         except OSError:  # a send to a client that has gone (ASGI 2.4 servers)
             self._stop("disconnected")
         finally:
+            self._ping_due = None
             if receiving is not None:
                 receiving.cancel()
+
+    def tick(self, now: float) -> None:
+        """Every `Ticker` period: drop the client if the body's send has been stuck for
+        longer than `send_timeout` (it stopped reading), or wake `_watch` for a heartbeat
+        if nothing was sent for `heartbeat` seconds."""
+        since = self._sending_since
+        if since is not None:
+            if self.send_timeout is not None and now - since >= self.send_timeout:
+                self._stop("dropped")
+            return  # bytes are on their way: no heartbeat needed
+        # The clock may run a hair early: a thousandth of the beat is quiet enough.
+        quiet = self.heartbeat > 0 and now - self._last_send >= self.heartbeat * 0.999
+        if quiet and self._ping_due is not None and not self._ping_due.done():
+            self._ping_due.set_result(None)
 
     def _stop(self, why: str) -> None:
         """Stop the body for `why`: "disconnected", "dropped" or "cut"."""
@@ -305,7 +303,7 @@ def event_stream(
         shutdown_grace=s.drain_s if shutdown_grace_s is None else shutdown_grace_s,
         # An async callable: Starlette would run a plain function in a thread.
         background=None if generation is None else BackgroundTask(_release, gateway, generation),
-        registry=gateway.responses,
+        ticker=gateway.responses,
     )
     if gateway.draining:  # opened during the drain: cut after the grace like the rest
         response.shutdown()
