@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
+from typing import NamedTuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -45,21 +46,28 @@ _LABELS = ("model", "provider")
 class ChunkGaps:
     """One stream's gaps between chunks, tallied into `GAP_BUCKETS` as they happen."""
 
-    __slots__ = ("counts", "sum", "_last")
+    __slots__ = ("counts", "_first", "_last")
 
     def __init__(self) -> None:
         self.counts = [0] * (len(GAP_BUCKETS) + 1)  # the last one is +Inf
-        self.sum = 0.0
+        self._first: float | None = None
         self._last: float | None = None
 
     def tick(self, now: float) -> None:
         """A chunk came at `now` (the event loop's clock, in seconds)."""
-        if self._last is not None:
-            gap = now - self._last
+        last, self._last = self._last, now
+        if last is not None:
             # bisect_left: a gap equal to a bound belongs to that bucket (`le`).
-            self.counts[bisect_left(GAP_BUCKETS, gap)] += 1
-            self.sum += gap
-        self._last = now
+            self.counts[bisect_left(GAP_BUCKETS, now - last)] += 1
+        else:
+            self._first = now
+
+    @property
+    def sum(self) -> float:
+        """The gaps' total: the time from the first chunk to the last."""
+        if self._first is None or self._last is None:
+            return 0.0
+        return self._last - self._first
 
 
 class _GapHistogram:
@@ -96,6 +104,16 @@ class _GapHistogram:
                 buckets.append((bound, float(cumulative)))
             family.add_metric(list(labels), buckets, total[0])
         yield family
+
+
+class _Series(NamedTuple):
+    """The per-stream instruments of one model and provider, already labelled."""
+
+    in_flight: Gauge
+    ttft: Histogram
+    duration: Histogram
+    chunks: Counter
+    output_tokens: Counter
 
 
 class Metrics:
@@ -166,9 +184,24 @@ class Metrics:
         )
         for reason in REJECTION_REASONS:
             self.rejected.labels(reason)
+        self._by_labels: dict[tuple[str, str], _Series] = {}
+
+    def _series(self, labels: tuple[str, str]) -> _Series:
+        """The instruments of one model and provider, labelled once: `labels()` takes a
+        lock and builds its key on every call, and a stream made seven such calls."""
+        series = self._by_labels.get(labels)
+        if series is None:
+            series = self._by_labels[labels] = _Series(
+                self.in_flight.labels(*labels),
+                self.ttft.labels(*labels),
+                self.duration.labels(*labels),
+                self.chunks.labels(*labels),
+                self.output_tokens.labels(*labels),
+            )
+        return series
 
     def stream_started(self, model: str, provider: str) -> None:
-        self.in_flight.labels(model, provider).inc()
+        self._series((model, provider)).in_flight.inc()
 
     def stream_finished(
         self,
@@ -183,18 +216,19 @@ class Metrics:
         gaps: ChunkGaps,
     ) -> None:
         labels = (model, provider)
-        self.in_flight.labels(*labels).dec()
+        series = self._series(labels)
+        series.in_flight.dec()
         self.finished.labels(*labels, outcome).inc()
         if outcome in UPSTREAM_CODES:
             self.upstream_errors.labels(*labels, outcome).inc()
         if ttft_s is not None:
-            self.ttft.labels(*labels).observe(ttft_s)
-        self.duration.labels(*labels).observe(duration_s)
+            series.ttft.observe(ttft_s)
+        series.duration.observe(duration_s)
         if chunks:
-            self.chunks.labels(*labels).inc(chunks)
+            series.chunks.inc(chunks)
             self.gaps.add(labels, gaps)
         if output_tokens:
-            self.output_tokens.labels(*labels).inc(output_tokens)
+            series.output_tokens.inc(output_tokens)
 
     def fell_back(self, model: str, provider: str, *, target: str, reason: str) -> None:
         """Count one move of a generation to a fallback target (`GEMINI_SSE_FALLBACK`)."""

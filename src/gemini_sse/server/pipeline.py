@@ -221,8 +221,8 @@ class Generation:
                 try:
                     while self._interrupt is None:
                         # The clock runs only while we wait for upstream, not while the
-                        # client is being served (between our yields).
-                        clock.wait(deadline)
+                        # client is being served (between our yields). `clock.wait`, inline.
+                        clock.deadline, clock.waiting = deadline, True
                         try:
                             chunk: AIMessageChunk = await anext(stream)
                         except StopAsyncIteration:
