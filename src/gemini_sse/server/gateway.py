@@ -6,10 +6,12 @@ is module-level, so two apps in one process (as in tests) never share anything.
 Admission, in order: who is calling and at what rate (`authorize`, for every API route),
 whether the request is within the limits (`model_request`), then whether the gateway and
 the caller have room for one more stream (`admit`). Every refusal is counted by reason in
-the metrics. `running` is the one owner of an admitted generation's run: every transport (typed SSE,
-resumable streams, OpenAI's formats) takes the events from it and only encodes them.
-`finish` closes the books on a generation: metrics, the caller's tokens and stream slot,
-and one `stream finished` log line.
+the metrics. A transport reads an admitted generation's events and only encodes them:
+through `running` (resumable streams, OpenAI's formats), which closes them however the
+transport stops, or, on the typed route, straight from the SSE response, which closes
+them itself (`sse.EventStream`). `finish` closes the books on a generation: metrics, the
+caller's tokens and stream slot, and one `stream finished` log line; `event_stream`
+makes sure it runs for every response.
 """
 
 from __future__ import annotations

@@ -74,7 +74,8 @@ class EventStream(Response):
     How it ends:
     - the body ends: the response is completed;
     - the client disconnects: the body is closed at once (its model call cancelled);
-    - a send (a frame or a heartbeat) takes longer than `send_timeout`: the client has
+    - a send (a frame or a heartbeat) takes longer than `send_timeout` (as seen at the
+      next tick of `ticker`, which also says when a heartbeat is due): the client has
       stopped reading, which is routine: the body is closed, the response abandoned
       and the connection closed, with one info line and no error;
     - `shutdown()` (the server is exiting): the body gets `shutdown_grace` seconds to
