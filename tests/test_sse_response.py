@@ -240,3 +240,21 @@ def test_one_ticker_ticks_its_members_until_none_is_left() -> None:
     asyncio.run(main())
     assert len(members[0].ticks) >= 3
     assert members[1].ticks == sorted(members[1].ticks)
+
+
+def test_a_client_that_stops_reading_at_the_end_is_dropped_and_the_body_is_over() -> None:
+    """`on_end` runs as soon as the body is over, before the last write; a last write
+    that does not complete in time is given up like any other send."""
+    ended: list[int] = []
+    client = Client(block_on=3)  # the third body is the final, empty one
+
+    async def two_frames() -> AsyncIterator[bytes]:
+        for i in range(2):
+            yield f"data: {i}\n\n".encode()
+
+    response = EventStream(
+        two_frames(), heartbeat=0, send_timeout=0.1, on_end=lambda: ended.append(len(client.bodies))
+    )
+    run(response, client)
+    assert ended == [2]  # after the frames, before the final write
+    assert client.bodies == [b"data: 0\n\n", b"data: 1\n\n", b""]

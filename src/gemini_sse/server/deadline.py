@@ -35,7 +35,7 @@ class Deadline:
         self._task = task
         self._cancelling = task.cancelling()
         self._ticker = ticker
-        self._fired = False  # the deadline cancelled the task
+        self._fired = 0  # times the deadline cancelled the task, not yet undone
         self.deadline = math.inf  # when the current wait must end (loop time)
         self.waiting = False  # a wait for upstream is running
         ticker.add(self)
@@ -57,8 +57,10 @@ class Deadline:
         """
         if not self._fired:
             return False
-        self._fired = False
-        return self._task.uncancel() <= self._cancelling
+        fired, self._fired = self._fired, 0
+        for _ in range(fired):
+            remaining = self._task.uncancel()
+        return remaining <= self._cancelling
 
     def close(self) -> None:
         """No more waits: leave the ticker."""
@@ -70,6 +72,7 @@ class Deadline:
             self._fire()
 
     def _fire(self) -> None:
-        if not self._fired:
-            self._fired = True
-            self._task.cancel()
+        # Again at a later tick if the wait is still on (a provider that swallowed the
+        # first cancellation); `expired()` undoes every one.
+        self._fired += 1
+        self._task.cancel()

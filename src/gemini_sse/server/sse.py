@@ -21,6 +21,7 @@ import asyncio
 import contextvars
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
+from functools import partial
 from typing import Any
 
 from starlette.background import BackgroundTask
@@ -97,13 +98,16 @@ class EventStream(Response):
         heartbeat: float = 15.0,
         send_timeout: float | None = None,
         shutdown_grace: float = 0.0,
-        background: BackgroundTask | None = None,
+        on_end: Callable[[], None] | None = None,
         ticker: Ticker[EventStream] | None = None,
     ) -> None:
         self.body_iterator = body
         self.encode = encode
         self.status_code = status_code
-        self.background = background
+        # Called once, as soon as the body is over (ended, stopped, or never run), before
+        # the response's last write, which may wait on a client that stopped reading.
+        self.on_end = on_end
+        self.background: BackgroundTask | None = None  # Starlette's: FastAPI may set it
         self.heartbeat = heartbeat
         self.send_timeout = send_timeout
         self.shutdown_grace = shutdown_grace
@@ -139,6 +143,7 @@ class EventStream(Response):
                 return
             await self._respond(receive, send, scope.get(SERVER_SEND, send))
         finally:
+            self._body_over()
             if self.background is not None:
                 await self.background()
 
@@ -170,19 +175,32 @@ class EventStream(Response):
         try:
             await self._watch(receive, send, sender)
         finally:
-            if not sender.done():  # the server cancelled this task: the body ends too
-                self._stop("cut")
-            await asyncio.wait((sender,))
             self._ticker.discard(self)
             if self._cut_timer is not None:
                 self._cut_timer.cancel()
+            if not sender.done():  # stopped just now, or the server cancelled this task
+                self._stop("cut")  # (a no-op once stopped for another reason)
+            try:
+                await asyncio.wait((sender,))
+            finally:
+                if sender.done() and not sender.cancelled():
+                    sender.exception()  # retrieved: the request's own error goes first
         sender.result()  # the body's own failure, if any, is the response's
+        self._body_over()
+        if self._stopped not in ("disconnected", "dropped"):
+            end = {"type": "http.response.body", "body": b"", "more_body": False}
+            try:
+                await asyncio.wait_for(send(end), self.send_timeout)
+            except TimeoutError:  # the client stopped reading at the very end
+                self._stopped = "dropped"
         if self._stopped == "dropped":
             _dropped_on_purpose.set(True)
             logger.info("a client stopped reading; its stream was dropped after the send timeout")
-            return  # abandoned: the final write could block too
-        if self._stopped != "disconnected":
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    def _body_over(self) -> None:
+        on_end, self.on_end = self.on_end, None
+        if on_end is not None:
+            on_end()
 
     async def _send_body(self, send: Send) -> None:
         """Send every frame of the body (in a task of its own: `_respond`); `send` is
@@ -256,6 +274,8 @@ class EventStream(Response):
             self._ping_due = None
             if receiving is not None:
                 receiving.cancel()
+                if receiving.done() and not receiving.cancelled():
+                    receiving.exception()  # retrieved: the body's end came first
 
     def tick(self, now: float) -> None:
         """Every `Ticker` period: drop the client if the body's send has been stuck for
@@ -303,13 +323,9 @@ def event_stream(
         send_timeout=s.send_timeout_s,
         shutdown_grace=s.drain_s if shutdown_grace_s is None else shutdown_grace_s,
         # An async callable: Starlette would run a plain function in a thread.
-        background=None if generation is None else BackgroundTask(_release, gateway, generation),
+        on_end=None if generation is None else partial(gateway.finish, generation),
         ticker=gateway.responses,
     )
     if gateway.draining:  # opened during the drain: cut after the grace like the rest
         response.shutdown()
     return response
-
-
-async def _release(gateway: Gateway, generation: Generation) -> None:
-    gateway.finish(generation)

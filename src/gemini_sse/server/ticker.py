@@ -61,6 +61,8 @@ class Ticker(Generic[T]):
     def _tick(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
-        for member in list(self._members):
-            member.tick(now)
-        self._timer = loop.call_later(self.period, self._tick) if self._members else None
+        try:
+            for member in list(self._members):
+                member.tick(now)
+        finally:  # one member's failure must not stop the others' ticks
+            self._timer = loop.call_later(self.period, self._tick) if self._members else None
