@@ -25,8 +25,11 @@ from typing import Any
 _BODY = json.dumps({"message": "hello there"}).encode()
 
 
-def _env(chunks: int, delay_ms: float) -> dict[str, str]:
-    return {
+def child_env(chunks: int, delay_ms: float) -> dict[str, str]:
+    """The environment of one measured run: ours, less any GEMINI_SSE_ setting, plus
+    the simulated model's and the gateway's for the run."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_SSE_")}
+    return env | {
         "GEMINI_SSE_PROVIDER": "fake",
         "GEMINI_SSE_FAKE_CHUNKS": str(chunks),
         "GEMINI_SSE_FAKE_DELAY_MS": str(delay_ms),
@@ -121,8 +124,7 @@ def main() -> None:
     if args.one:
         print(asyncio.run(_measure(args.apps[0], args.streams)))
         return
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_SSE_")}
-    env |= _env(args.chunks, args.delay_ms)
+    env = child_env(args.chunks, args.delay_ms)
     results: dict[str, list[float]] = {app: [] for app in args.apps}
     for _ in range(args.reps):  # interleaved, so drift on a shared machine hits all alike
         for app in args.apps:

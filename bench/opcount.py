@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import subprocess
 import sys
 from collections import Counter
 from types import FrameType
 from typing import Any
 
-from .inprocess import _env, _measure
+from .inprocess import _measure, child_env
 
 
 def _count(app: str, streams: int) -> dict[str, int]:
@@ -70,8 +69,7 @@ def _where(frame: FrameType) -> str:
 def _per_token(app: str, streams: int, low: int, high: int) -> dict[str, float]:
     runs = []
     for chunks in (low, high):
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GEMINI_SSE_")}
-        env |= _env(chunks, 20.0) | {"PYTHONHASHSEED": "0"}
+        env = child_env(chunks, 20.0) | {"PYTHONHASHSEED": "0"}
         command = [sys.executable, "-m", "bench.opcount", app, "--one"]
         command += ["--streams", str(streams)]
         out = subprocess.run(command, env=env, capture_output=True, text=True, check=True)

@@ -4,30 +4,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 
 from gemini_sse.server.deadline import Deadline
 from gemini_sse.server.ticker import Ticker
 
 
+async def _wait_past(deadline_in: float, wait: Callable[[], Awaitable[None]]) -> tuple[bool, int]:
+    """Run `wait` under a deadline `deadline_in` seconds away, ticked every 10 ms: was
+    the cancellation the deadline's, and how many cancellations are left on the task."""
+    loop = asyncio.get_running_loop()
+    clock = Deadline(Ticker(0.01))
+    clock.wait(loop.time() + deadline_in)
+    expired = False
+    try:
+        await wait()
+    except asyncio.CancelledError:
+        expired = clock.expired()
+    finally:
+        clock.close()
+    task = asyncio.current_task()
+    assert task is not None
+    return expired, task.cancelling()
+
+
 def test_a_wait_past_its_deadline_is_cancelled_and_told_apart() -> None:
     """A tick after the deadline cancels the waiting task; `expired()` says it was the
     deadline's and undoes the cancellation, so the task can go on."""
-
-    async def main() -> tuple[bool, int]:
-        loop = asyncio.get_running_loop()
-        clock = Deadline(Ticker(0.01))
-        clock.wait(loop.time() + 0.03)
-        try:
-            await asyncio.sleep(5)
-        except asyncio.CancelledError:
-            expired = clock.expired()
-        finally:
-            clock.close()
-        task = asyncio.current_task()
-        assert task is not None
-        return expired, task.cancelling()
-
-    assert asyncio.run(main()) == (True, 0)
+    assert asyncio.run(_wait_past(0.03, lambda: asyncio.sleep(5))) == (True, 0)
 
 
 def test_a_cancellation_swallowed_below_is_repeated_at_the_next_tick() -> None:
@@ -39,21 +43,7 @@ def test_a_cancellation_swallowed_below_is_repeated_at_the_next_tick() -> None:
             await asyncio.sleep(5)  # the first cancellation is swallowed here
         await asyncio.sleep(5)
 
-    async def main() -> tuple[bool, int]:
-        loop = asyncio.get_running_loop()
-        clock = Deadline(Ticker(0.01))
-        clock.wait(loop.time() + 0.02)
-        try:
-            await stubborn()
-        except asyncio.CancelledError:
-            expired = clock.expired()
-        finally:
-            clock.close()
-        task = asyncio.current_task()
-        assert task is not None
-        return expired, task.cancelling()
-
-    assert asyncio.run(main()) == (True, 0)
+    assert asyncio.run(_wait_past(0.02, stubborn)) == (True, 0)
 
 
 def test_no_cancellation_while_not_waiting_or_before_the_deadline() -> None:

@@ -52,9 +52,8 @@ class TypedSSE:
 
     def __call__(self, event: PipelineEvent) -> bytes:
         self._event_id += 1
-        if type(event) is TokenEvent:  # most events: `encode_sse`'s first case, inline
-            text = dumps_ascii(event.text)
-            data = f'id: {self._event_id}\nevent: token\ndata: {{"text":{text}}}\n\n'.encode()
+        if type(event) is TokenEvent:  # most events: no retry hint to look for
+            data = encode_sse(self._event_id, event)
             if self.separators:
                 self._held = data
                 return b""
