@@ -408,3 +408,80 @@ def test_typed_sse_numbers_events_and_writes_a_token_with_its_separator() -> Non
     plain = TypedSSE(retry_ms=1500, separators=False)
     assert plain(TokenEvent(text="Hi")) == encode_sse(1, TokenEvent(text="Hi"))
     assert b"retry:" not in plain(TokenEvent(text="again"))
+
+
+def _without_shortcut(app: Any) -> Any:
+    """The same app with `POST /v1/stream` served by FastAPI's route alone."""
+    app.router.middleware_stack = app.router.middleware_stack.app
+    return app
+
+
+async def _pieces(pieces: list[bytes]) -> AsyncIterator[bytes]:
+    for piece in pieces:
+        yield piece
+
+
+_VALID = json.dumps({"message": "hi", "separators": False}).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "headers", "shortcut"),
+    [
+        (_VALID, {"content-type": "application/json"}, True),
+        ([_VALID[:5], _VALID[5:9], _VALID[9:]], {"content-type": "application/json"}, True),
+        (_VALID, {"content-type": "Application/JSON; charset=utf-8"}, True),
+        (_VALID, {"content-type": "application/json", "authorization": "Bearer nope"}, True),
+        (_VALID, {"content-type": "application/json", "authorization": "Bearer k"}, True),
+        (_VALID, {"content-type": "text/plain"}, False),
+        (_VALID, {}, False),
+        (b'{"message": "hi"', {"content-type": "application/json"}, False),
+        (b'{"message": "\xff"}', {"content-type": "application/json"}, False),
+        (b"[1, 2]", {"content-type": "application/json"}, False),
+        (b"[" * 10_000, {"content-type": "application/json"}, False),  # too deep for json
+        (b'{"message": "hi", "surprise": 1}', {"content-type": "application/json"}, False),
+        (
+            b'{"message": "hi", "surprise": 1}',
+            {"content-type": "application/json", "authorization": "Bearer k"},
+            False,
+        ),
+        (b"", {"content-type": "application/json"}, False),
+    ],
+)
+async def test_the_post_stream_shortcut_answers_as_the_route_would(
+    content: bytes | list[bytes],
+    headers: dict[str, str],
+    shortcut: bool,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`POST /v1/stream` with a valid JSON body (in one piece or several) skips FastAPI's
+    route; any other body goes to it. Either way the status and body are the route's own
+    (a wrong key is refused before a bad body, as FastAPI orders them)."""
+    import fastapi.routing
+
+    routed: list[str] = []
+    handle = fastapi.routing.APIRoute.handle
+
+    async def counting(route: Any, *args: Any) -> None:
+        routed.append(route.path)
+        await handle(route, *args)
+
+    monkeypatch.setattr(fastapi.routing.APIRoute, "handle", counting)
+    answers = []
+    for app in (
+        create_app(make_settings(api_keys="k")),
+        _without_shortcut(create_app(make_settings(api_keys="k"))),
+    ):
+        routed.clear()
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://g") as c:
+            if isinstance(content, list):
+                response = await c.post("/v1/stream", content=_pieces(content), headers=headers)
+            else:
+                response = await c.post("/v1/stream", content=content, headers=headers)
+        body = response.json() if response.status_code != 200 else names(parse(response.content))
+        if isinstance(body, dict):
+            body["error"].pop("request_id")
+        answers.append((response.status_code, body, bool(routed)))
+    (status, body, used_route), reference = answers
+    assert (status, body) == reference[:2]
+    assert used_route is not shortcut
+    assert reference[2] is True

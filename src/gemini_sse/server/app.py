@@ -24,7 +24,7 @@ from .openai.responses_routes import router as responses_router
 from .openai.routes import router as openai_router
 from .openapi import document_settings
 from .providers import Provider, create_fallbacks, create_provider
-from .routes import metrics_router, router
+from .routes import StreamShortcut, metrics_router, router
 from .settings import Settings
 from .sse import SERVER_SEND, DroppedResponseFilter
 from .store import create_store
@@ -195,6 +195,8 @@ def create_app(
         app.include_router(metrics_router)
     app.include_router(web_router)
     document_settings(app, settings)
+    # Inside the app's middleware and error handlers, ahead of its routes.
+    app.router.middleware_stack = StreamShortcut(app.router.middleware_stack, gateway)
 
     errors.install(app, gateway.metrics)
     app.add_middleware(
