@@ -26,7 +26,6 @@ from gemini_sse._models import (
     ErrorEvent,
     ReasoningEvent,
     SourceEvent,
-    TokenEvent,
     ToolCallDeltaEvent,
     ToolCallEvent,
     Usage,
@@ -141,7 +140,7 @@ def test_encoder_sends_only_the_fields_of_the_configured_sdk_version() -> None:
 
     def parts(version: int, end: DoneEvent | ErrorEvent) -> list[Any]:
         encoder = UIMessageStreamEncoder("m1", version)
-        raw = b"".join([*encoder(1, TokenEvent(text="hi")), *encoder(2, end)])
+        raw = b"".join([*encoder(1, "hi"), *encoder(2, end)])
         return list(data_lines(iter(raw.decode().split("\n"))))
 
     v5, v6 = parts(5, done), parts(6, done)
@@ -177,7 +176,7 @@ def test_the_version_is_read_from_the_environment(monkeypatch: pytest.MonkeyPatc
 def test_encoder_escapes_text_so_that_no_line_can_split() -> None:
     """Non-ASCII (U+2028 among it) and CR travel as JSON escapes in one `data:` line."""
     encoder = UIMessageStreamEncoder("m1", 6)
-    frames = encoder(1, TokenEvent(text="a\u2028b\rc\u00e9"))
+    frames = encoder(1, "a\u2028b\rc\u00e9")
     assert frames[-1].isascii() and frames[-1].count(b"\n") == 2
     assert json.loads(frames[-1].decode().removeprefix("data: "))["delta"] == "a\u2028b\rc\u00e9"
 
@@ -355,9 +354,9 @@ def test_encoder_gives_each_run_of_reasoning_and_text_a_part_of_its_own() -> Non
         6,
         ReasoningEvent(text="a"),
         ReasoningEvent(text="b"),
-        TokenEvent(text="c"),
+        "c",
         ReasoningEvent(text="d"),
-        TokenEvent(text="e"),
+        "e",
         done,
     )
     assert parts == [
@@ -443,7 +442,7 @@ def test_encoder_streams_tool_calls_and_sources(version: int) -> None:
 
 def test_a_continuation_goes_on_in_the_pages_message() -> None:
     """After the page's tools ran, `start` names no message: the page keeps its own id."""
-    parts = encoded(6, TokenEvent(text="x"), continuation=True)
+    parts = encoded(6, "x", continuation=True)
     assert parts[:2] == [{"type": "start"}, {"type": "start-step"}]
     assert parts[2] == {"type": "text-start", "id": "m1-text"}
 

@@ -15,7 +15,7 @@ import pytest
 from langchain_openai import ChatOpenAI
 from openai.types.chat import ChatCompletionMessageParam
 
-from gemini_sse._models import DoneEvent, TokenEvent, Usage
+from gemini_sse._models import DoneEvent, Usage
 from gemini_sse.server.openai.encoding import ChunkEncoder
 from gemini_sse.server.providers.simulated import expected_answer
 
@@ -116,8 +116,8 @@ def test_wire_is_plain_data_lines_and_comment_heartbeats_ending_in_done(
 def test_chunk_encoder_escapes_line_separators_and_names_the_role_once() -> None:
     """Tokens with U+2028, CR or LF stay on one `data:` line; only the first delta has a role."""
     encoder = ChunkEncoder("chatcmpl-x", 7, MODEL, include_usage=True)
-    first = encoder.encode(TokenEvent(text="a\u2028b\r\nc\u00e9"))
-    second = encoder.encode(TokenEvent(text="d"))
+    first = encoder.encode("a\u2028b\r\nc\u00e9")
+    second = encoder.encode("d")
     assert first.count(b"\n") == 2 and first.endswith(b"\n\n") and first.isascii()
     assert json.loads(first[6:])["choices"][0]["delta"] == {
         "role": "assistant",

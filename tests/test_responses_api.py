@@ -12,7 +12,7 @@ import openai
 import pytest
 from openai.types.responses import ResponseErrorEvent, ResponseStreamEvent
 
-from gemini_sse._models import DoneEvent, ErrorCode, ErrorEvent, TokenEvent, Usage
+from gemini_sse._models import DoneEvent, ErrorCode, ErrorEvent, Usage
 from gemini_sse.server.encoding import encode_sse
 from gemini_sse.server.openai.responses import ResponseEncoder, state_of
 from gemini_sse.server.openai.responses_models import ResponseObject
@@ -171,7 +171,7 @@ def test_encoder_ends_at_the_token_limit_with_response_incomplete() -> None:
     encoder = ResponseEncoder(head, item_id="msg_x")
     usage = Usage(input_tokens=1, output_tokens=2, total_tokens=3)
     done = DoneEvent(finish_reason="length", usage=usage, model=MODEL, chunks=1, duration_ms=1.0)
-    wire = encoder.encode(TokenEvent(text="caf\u00e9\u2028")) + encoder.encode(done)
+    wire = encoder.encode("caf\u00e9\u2028") + encoder.encode(done)
     events = parse(wire)
     assert [e.event for e in events] == [
         *OPENING, "response.output_text.delta", *CLOSING, "response.incomplete",

@@ -22,7 +22,6 @@ from gemini_sse._models import (
     ReasoningEvent,
     SourceEvent,
     ThinkingOptions,
-    TokenEvent,
     ToolCall,
     ToolCallDeltaEvent,
     ToolCallEvent,
@@ -394,9 +393,9 @@ def test_encoder_keeps_items_sequential_when_kinds_interleave() -> None:
     wire = b"".join(
         encoder.encode(event)
         for event in (
-            TokenEvent(text="Hello "),
+            "Hello ",
             ReasoningEvent(text="Hmm."),
-            TokenEvent(text="world"),
+            "world",
             ToolCallDeltaEvent(index=0, call_id="c1", name="f", arguments='{"a":'),
             ToolCallEvent(index=0, call_id="c1", name="f", arguments='{"a": 1}', signature="c2ln"),
             SourceEvent(index=0, url="https://a.org", cited=[Citation(start=6, end=11)]),
@@ -438,8 +437,8 @@ def test_stored_events_read_back_into_the_response_at_every_point() -> None:
     stream: list[PipelineEvent] = [
         ReasoningEvent(text="Think "),
         ReasoningEvent(text="more."),
-        TokenEvent(text="Hi "),
-        TokenEvent(text="there"),
+        "Hi ",
+        "there",
         SourceEvent(index=0, url="https://a.org", title="A", cited=[Citation(start=0, end=2)]),
         ToolCallDeltaEvent(index=0, call_id="c1", name="f", arguments="{"),
         ToolCallDeltaEvent(index=0, arguments="}"),

@@ -191,7 +191,8 @@ async def test_timeouts_end_the_stream_with_a_timeout_event(
 async def test_non_ascii_and_line_separators_survive_encoding() -> None:
     """U+2028, U+2029, CR and LF inside a token stay inside one `data:` line."""
     tricky = "a\u2028b\u2029c\rd\ne caf\u00e9 \U0001f600"
-    frame = encode_sse(7, TokenEvent(text=tricky))
+    frame = encode_sse(7, tricky)
+    assert frame == encode_sse(7, TokenEvent(text=tricky))
     assert frame.count(b"\n\n") == 1 and frame.endswith(b"\n\n")
     assert all(byte < 0x80 for byte in frame)
     (event,) = parse(frame)
@@ -201,16 +202,20 @@ async def test_non_ascii_and_line_separators_survive_encoding() -> None:
 @pytest.mark.parametrize(
     "event",
     [
-        TokenEvent(text='quote " slash \\ tab \t nul \x00'),
-        TokenEvent(text=""),
+        'quote " slash \\ tab \t nul \x00',
+        "",
         SeparatorEvent(index=12),
     ],
 )
-def test_fast_token_encoding_equals_the_model_encoding(event: TokenEvent | SeparatorEvent) -> None:
-    """The hot-path encoder writes exactly the JSON the shared model defines."""
-    frame = encode_sse(1, event).decode()
-    data_line = next(line for line in frame.splitlines() if line.startswith("data: "))
-    assert data_line.removeprefix("data: ") == event_data(event)
+def test_fast_token_encoding_equals_the_model_encoding(event: str | SeparatorEvent) -> None:
+    """The hot-path encoder writes exactly the frame the shared model defines (a token
+    comes from the pipeline as its text)."""
+    model = TokenEvent(text=event) if isinstance(event, str) else event
+    frame = encode_sse(1, event)
+    assert frame == encode_sse(1, model)
+    lines = frame.decode().splitlines()
+    assert lines[1] == f"event: {model.event}"
+    assert lines[2] == f"data: {event_data(model)}"
 
 
 @pytest.mark.parametrize(
@@ -400,14 +405,14 @@ def test_typed_sse_numbers_events_and_writes_a_token_with_its_separator() -> Non
     """`TypedSSE`: ids from 1; a token is held until its separator and both go out as
     one frame; a retryable error carries the `retry:` hint, a token never does."""
     encode = TypedSSE(retry_ms=1500, separators=True)
-    assert encode(TokenEvent(text="Hi")) == b""
+    assert encode("Hi") == b""
     pair = encode(SeparatorEvent(index=0))
     assert pair == encode_sse(1, TokenEvent(text="Hi")) + encode_sse(2, SeparatorEvent(index=0))
     error = ErrorEvent(code=ErrorCode.RATE_LIMITED, message="slow down", retryable=True)
     assert encode(error) == encode_sse(3, error, retry_ms=1500)
     plain = TypedSSE(retry_ms=1500, separators=False)
-    assert plain(TokenEvent(text="Hi")) == encode_sse(1, TokenEvent(text="Hi"))
-    assert b"retry:" not in plain(TokenEvent(text="again"))
+    assert plain("Hi") == encode_sse(1, TokenEvent(text="Hi"))
+    assert b"retry:" not in plain("again")
 
 
 def _without_shortcut(app: Any) -> Any:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 
-from .._models import ErrorEvent, SeparatorEvent, TokenEvent, event_data
+from .._models import ErrorEvent, SeparatorEvent, event_data
 from .pipeline import PipelineEvent
 
 # Tokens are most of the traffic: encode them without going through pydantic. The output
@@ -23,10 +23,13 @@ dumps_ascii = json.JSONEncoder(ensure_ascii=True, separators=(",", ":")).encode
 
 
 def encode_sse(event_id: int, event: PipelineEvent, *, retry_ms: int | None = None) -> bytes:
-    """One SSE message: `id:`, `event:`, optional `retry:`, one `data:` line."""
-    if type(event) is TokenEvent:
-        data = '{"text":' + dumps_ascii(event.text) + "}"
-    elif type(event) is SeparatorEvent:
+    """One SSE message: `id:`, `event:`, optional `retry:`, one `data:` line.
+
+    Answer text (a `str`, as the pipeline yields it) is a `token` event.
+    """
+    if isinstance(event, str):
+        return f'id: {event_id}\nevent: token\ndata: {{"text":{dumps_ascii(event)}}}\n\n'.encode()
+    if type(event) is SeparatorEvent:
         data = f'{{"index":{event.index}}}'
     else:
         data = event_data(event)
@@ -52,7 +55,7 @@ class TypedSSE:
 
     def __call__(self, event: PipelineEvent) -> bytes:
         self._event_id += 1
-        if type(event) is TokenEvent:  # most events: no retry hint to look for
+        if type(event) is str:  # a token, most events: no retry hint to look for
             data = encode_sse(self._event_id, event)
             if self.separators:
                 self._held = data

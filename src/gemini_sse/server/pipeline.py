@@ -1,7 +1,9 @@
 """One generation, from provider chunks to internal events.
 
 `Generation.events()` drives a provider and yields the shared event models without ids
-(the wire encoder numbers them): `TokenEvent` per text delta, `SeparatorEvent` after each
+(the wire encoder numbers them), with one exception: a text delta is the `str` itself,
+the `TokenEvent` the encoders write (every event of a stream but a few is one, and a
+model per token cost about 1 us in validation and collection). `SeparatorEvent` after each
 upstream chunk that carried text, and exactly one terminal event, `DoneEvent` or
 `ErrorEvent`, whatever happens upstream. What chunks carry besides text (`parts.py`)
 comes as `ReasoningEvent`s and `ToolCallDeltaEvent`s where it arrives, and as whole
@@ -35,7 +37,6 @@ from .._models import (
     ErrorEvent,
     ErrorInfo,
     SeparatorEvent,
-    TokenEvent,
     Usage,
 )
 from .deadline import Deadline
@@ -47,8 +48,15 @@ from .upstream import map_upstream_error
 
 logger = logging.getLogger("gemini_sse.pipeline")
 
-# The events a generation yields: every event model, still without an id.
-PipelineEvent = AnyEvent
+# The events a generation yields: every event model, still without an id, and answer
+# text as a plain `str` (what `TokenEvent(text=...)` would carry).
+PipelineEvent = str | AnyEvent
+
+
+def event_name(event: PipelineEvent) -> str:
+    """The wire name of a pipeline event (`token` for text)."""
+    return "token" if type(event) is str else cast(AnyEvent, event).event
+
 
 # Finish reasons that mean the answer was withheld, not finished (Gemini and OpenAI names).
 _BLOCKED = frozenset(
@@ -259,7 +267,7 @@ class Generation:
                                 self.on_token(text)
                             if parts.text is not None:
                                 parts.text.append(text)
-                            yield TokenEvent(text=text)
+                            yield text
                             if self.separators:
                                 yield SeparatorEvent(index=self.chunks)
                             self.chunks += 1

@@ -40,7 +40,7 @@ from .auth import Caller
 from .dependencies import CallerDep, GatewayDep, request_id_of
 from .encoding import encode_sse, retry_hint
 from .gateway import Gateway
-from .pipeline import Generation, PipelineEvent
+from .pipeline import Generation, PipelineEvent, event_name
 from .settings import Settings
 from .sse import EventStream, event_stream
 from .store import Frame, Status, StreamInfo, StreamNotFound, StreamStore
@@ -108,7 +108,7 @@ async def produce(
                 for index, data in enumerate(messages):
                     event_id += 1
                     # Only an event's last frame may end the stream (`Frame.terminal`).
-                    kind = event.event if index == len(messages) - 1 else "part"
+                    kind = event_name(event) if index == len(messages) - 1 else "part"
                     stored_bytes += len(data)
                     frame = Frame(event_id, kind, data)
                     appended = await _persist(partial(store.append, stream_id, frame), s)

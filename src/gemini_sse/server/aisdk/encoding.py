@@ -35,7 +35,6 @@ from ..._models import (
     ErrorEvent,
     ReasoningEvent,
     SourceEvent,
-    TokenEvent,
     ToolCallDeltaEvent,
     ToolCallEvent,
     Usage,
@@ -137,10 +136,10 @@ class UIMessageStreamEncoder:
                 start["messageId"] = self.message_id
             out.append(part(start))
             out.append(part({"type": "start-step"}))
-        if type(event) is TokenEvent:
+        if type(event) is str:  # answer text
             if self._text_id is None:
                 out.extend(self._open_text())
-            out.append(self._delta_head + dumps_ascii(event.text).encode() + b"}\n\n")
+            out.append(self._delta_head + dumps_ascii(event).encode() + b"}\n\n")
         elif isinstance(event, ReasoningEvent):
             if self._reasoning_id is None:
                 out.extend(self._open_reasoning())

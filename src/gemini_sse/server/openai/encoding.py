@@ -18,7 +18,6 @@ from ..._models import (
     ErrorEvent,
     ReasoningEvent,
     SourceEvent,
-    TokenEvent,
     ToolCallDeltaEvent,
     ToolCallEvent,
 )
@@ -55,8 +54,8 @@ class ChunkEncoder:
         self._sources: list[SourceEvent] = []
 
     def encode(self, event: PipelineEvent) -> bytes:
-        if type(event) is TokenEvent:
-            return self._choice('"content":' + dumps_ascii(event.text), "null")
+        if type(event) is str:  # answer text
+            return self._choice('"content":' + dumps_ascii(event), "null")
         if isinstance(event, ReasoningEvent):
             return self._choice('"reasoning_content":' + dumps_ascii(event.text), "null")
         if isinstance(event, ToolCallDeltaEvent):

@@ -42,7 +42,6 @@ from ..._models import (
     ErrorEvent,
     ReasoningEvent,
     SourceEvent,
-    TokenEvent,
     ToolCallDeltaEvent,
     ToolCallEvent,
 )
@@ -169,13 +168,13 @@ class ResponseEncoder:
     def messages(self, event: PipelineEvent) -> list[bytes]:
         """The SSE messages `event` becomes, one per sequence number (separators: none)."""
         out = [] if self._opened else self._opening()
-        if type(event) is TokenEvent:
+        if type(event) is str:  # answer text
             if self._open is None or self._open.kind != "message":
                 out += self._switch("message")
-            self._items[-1].pieces.append(event.text)  # the open item is the last one
-            self._answer += len(event.text)
+            self._items[-1].pieces.append(event)  # the open item is the last one
+            self._answer += len(event)
             # The hot path: one string encoding per token.
-            data = f'{self._delta_head}{dumps_ascii(event.text)},"sequence_number":{self._next()}}}'
+            data = f'{self._delta_head}{dumps_ascii(event)},"sequence_number":{self._next()}}}'
             out.append(f"event: response.output_text.delta\ndata: {data}\n\n".encode())
         elif isinstance(event, ReasoningEvent):
             out += self._reason(event)

@@ -44,7 +44,6 @@ from ..._models import (
     ErrorInfo,
     ReasoningEvent,
     SourceEvent,
-    TokenEvent,
     ToolCallEvent,
 )
 from ..dependencies import CallerDep, GatewayDep, request_id_of
@@ -226,8 +225,8 @@ class _Completion(Response):
         answer = self.answer
         while True:
             event = await self._next(receiver)
-            if isinstance(event, TokenEvent):
-                answer.text.append(event.text)
+            if isinstance(event, str):
+                answer.text.append(event)
             elif isinstance(event, ReasoningEvent):
                 answer.reasoning.append(event.text)
             elif isinstance(event, ToolCallEvent):  # whole: its pieces are not needed
