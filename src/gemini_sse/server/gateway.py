@@ -24,7 +24,6 @@ from collections.abc import (
     AsyncGenerator,
     AsyncIterator,
     Coroutine,
-    Iterator,
     KeysView,
     Mapping,
     Sequence,
@@ -63,6 +62,26 @@ class Run:
     slot: Slot | None = None
     answer: list[str] | None = None  # kept only when content is logged
     trace: GenerationTrace | None = None  # with OpenTelemetry on
+
+
+class _Refusals:
+    """A block whose `RequestRejected` is counted in the metrics (`reason`; else by its
+    status). A class, not `contextlib.contextmanager`: admission enters three of them
+    per stream, and a generator-based one costs ten times the calls."""
+
+    __slots__ = ("metrics", "reason")
+
+    def __init__(self, metrics: Metrics, reason: str | None) -> None:
+        self.metrics = metrics
+        self.reason = reason
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, RequestRejected):
+            code = "too_large" if exc.status_code == 413 else "validation"
+            self.metrics.reject(self.reason or code)
 
 
 class Gateway:
@@ -114,14 +133,9 @@ class Gateway:
 
     # --- admission --------------------------------------------------------------------
 
-    @contextlib.contextmanager
-    def _counting(self, reason: str | None = None) -> Iterator[None]:
+    def _counting(self, reason: str | None = None) -> _Refusals:
         """Count a refusal raised in the block (`reason`; else by its status code)."""
-        try:
-            yield
-        except RequestRejected as exc:
-            self.metrics.reject(reason or ("too_large" if exc.status_code == 413 else "validation"))
-            raise
+        return _Refusals(self.metrics, reason)
 
     async def authorize(self, authorization: str | None, client: str | None) -> Caller:
         """Who is calling, within its requests a minute; raise 401 or 429 otherwise.

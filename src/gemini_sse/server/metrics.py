@@ -15,9 +15,10 @@ streams only.
 
 from __future__ import annotations
 
+import operator
 from bisect import bisect_left
 from collections.abc import Iterator, Sequence
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -84,8 +85,7 @@ class _GapHistogram:
 
     def add(self, labels: tuple[str, str], gaps: ChunkGaps) -> None:
         counts, total = self._series.setdefault(labels, ([0] * len(gaps.counts), [0.0]))
-        for index, count in enumerate(gaps.counts):
-            counts[index] += count
+        counts[:] = map(operator.add, counts, gaps.counts)  # in C: once per stream
         total[0] += gaps.sum
 
     def _family(self) -> HistogramMetricFamily:
@@ -185,6 +185,7 @@ class Metrics:
         for reason in REJECTION_REASONS:
             self.rejected.labels(reason)
         self._by_labels: dict[tuple[str, str], _Series] = {}
+        self._finished: dict[tuple[str, str, str], Any] = {}  # `finished`, labelled
 
     def _series(self, labels: tuple[str, str]) -> _Series:
         """The instruments of one model and provider, labelled once: `labels()` takes a
@@ -218,7 +219,10 @@ class Metrics:
         labels = (model, provider)
         series = self._series(labels)
         series.in_flight.dec()
-        self.finished.labels(*labels, outcome).inc()
+        finished = self._finished.get((*labels, outcome))
+        if finished is None:
+            finished = self._finished[(*labels, outcome)] = self.finished.labels(*labels, outcome)
+        finished.inc()
         if outcome in UPSTREAM_CODES:
             self.upstream_errors.labels(*labels, outcome).inc()
         if ttft_s is not None:
