@@ -490,3 +490,15 @@ async def test_the_post_stream_shortcut_answers_as_the_route_would(
     assert (status, body) == reference[:2]
     assert used_route is not shortcut
     assert reference[2] is True
+
+
+def test_the_first_separators_are_shared_and_every_one_carries_its_index() -> None:
+    """`pipeline.separator`: the same immutable event for an index every stream reaches,
+    a new one past the shared few, the right index either way."""
+    from gemini_sse.server.pipeline import separator
+
+    assert separator(3) is separator(3)
+    assert separator(3) == SeparatorEvent(index=3)
+    far = separator(100_000)
+    assert far == SeparatorEvent(index=100_000)
+    assert far is not separator(100_000)

@@ -114,17 +114,16 @@ class StreamShortcut:
         ):
             await self.app(scope, receive, send)
             return
-        received: list[Message] = []
-        body = b""
+        received: list[Message] = []  # a body trickled in many pieces is joined once
         while True:
             message = await receive()
             received.append(message)
-            if message["type"] != "http.request":
+            if message["type"] != "http.request" or not message.get("more_body", False):
                 break
-            body += message.get("body", b"")
-            if not message.get("more_body", False):
-                break
-        request = _valid_request(scope, body) if message["type"] == "http.request" else None
+        request = None
+        if message["type"] == "http.request":
+            body = b"".join(m.get("body", b"") for m in received)
+            request = _valid_request(scope, body)
         if request is None:
             await self.app(scope, _replaying(received, receive), send)
             return
