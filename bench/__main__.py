@@ -29,6 +29,11 @@ def main() -> int:
         "--all-pairs", action="store_true", help="run gateway+sep at every level too"
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client to cores")
+    parser.add_argument(
+        "--no-bracket",
+        action="store_true",
+        help="run the floor once per level and repetition, not before and after the others",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results")
     parser.add_argument("--report", type=Path, help="only print the tables of a results file")
     args = parser.parse_args()
@@ -55,6 +60,7 @@ def main() -> int:
         logs=args.out / f"logs-{stamp}",
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         only=None if args.all_pairs else DEFAULT_ONLY,
+        bracket=None if args.no_bracket else "floor",
     )
     document = {
         "command": " ".join(["python -m bench", *sys.argv[1:]]),

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ._proc import cpu_seconds, raise_fd_limit, rss_bytes, runqueue_wait_seconds
+from ._proc import cpu_seconds, raise_fd_limit, rss_bytes, runqueue_wait_seconds, steal_seconds
 
 _TOKEN = b"event: token\n"
 _DONE = b"event: done\n"
@@ -258,6 +259,7 @@ async def measure(job: Job) -> dict[str, Any]:
     streams: list[Stream] = []
     client_cpu0 = time.process_time()
     waits0 = runqueue_wait_seconds(job.pid), runqueue_wait_seconds()
+    steal0 = steal_seconds()
     cpu0 = cpu_seconds(job.pid)
     t0 = _clock()
     # All streams start at once: the connects are queued on the loop, none waits for another.
@@ -272,6 +274,7 @@ async def measure(job: Job) -> dict[str, Any]:
     client_cpu = time.process_time() - client_cpu0
     server_wait = runqueue_wait_seconds(job.pid) - waits0[0]
     client_wait = runqueue_wait_seconds() - waits0[1]
+    steal = steal_seconds() - steal0
     end_rss = rss_bytes(job.pid)
     sampler.cancel()
     await asyncio.gather(*opens, return_exceptions=True)
@@ -292,6 +295,8 @@ async def measure(job: Job) -> dict[str, Any]:
         # its core: the machine is shared, and wall-clock figures suffer from it.
         "server_runqueue_wait": round(server_wait / wall, 3) if wall else None,
         "client_runqueue_wait": round(client_wait / wall, 3) if wall else None,
+        # Share of the machine's CPU time (every core) the hypervisor gave elsewhere.
+        "steal": round(steal / (wall * (os.cpu_count() or 1)), 3) if wall else None,
         "tokens_per_s": round(run.tokens / wall, 1) if wall else None,
         "cpu_us_per_token": round(cpu / run.tokens * 1e6, 2) if run.tokens else None,
         "ttft_overhead_ms": {

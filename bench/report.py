@@ -1,8 +1,10 @@
 """Tables of a benchmark run: medians over repetitions, ratios to the floor.
 
 A ratio is taken within each repetition (the server against the floor run at the same
-level in the same repetition), then the median of those ratios is shown, so slow drift
-of a shared machine cancels out.
+level in the same repetition, or the mean of the floor's runs before and after the
+others where it was bracketed: `run.run_all`), then the median of those ratios is shown,
+so slow drift of a shared machine cancels out. The floor's second runs count in ratios
+only; its own rows show its first runs.
 """
 
 from __future__ import annotations
@@ -114,8 +116,11 @@ class Results:
     def __init__(self, document: dict[str, Any]) -> None:
         self.document = document
         self.by: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
+        # The base server's second run of a level and repetition (`run_all`'s `bracket`).
+        self.after: dict[tuple[str, str], dict[int, dict[str, Any]]] = defaultdict(dict)
         for r in document["results"]:
-            self.by[(r["level"], r["server"])][r["rep"]] = r
+            kept = self.after if r.get("bracket") == "after" else self.by
+            kept[(r["level"], r["server"])][r["rep"]] = r
         self.levels = list(dict.fromkeys(r["level"] for r in document["results"]))
         self.servers = list(dict.fromkeys(r["server"] for r in document["results"]))
 
@@ -125,15 +130,26 @@ class Results:
     def median(self, level: str, server: str, path: str) -> float | None:
         return _median([_get(r, path) for r in self.runs(level, server).values()])
 
+    def ratios(self, level: str, server: str, path: str, base: str = "floor") -> list[float]:
+        """(server / base) within each repetition that has both, in repetition order."""
+        ratios: list[float] = []
+        for rep, result in sorted(self.runs(level, server).items()):
+            mine = _get(result, path)
+            theirs = self.base_value(level, base, rep, path)
+            if mine is not None and theirs:
+                ratios.append(mine / theirs)
+        return ratios
+
+    def base_value(self, level: str, base: str, rep: int, path: str) -> float | None:
+        """`base`'s figure in repetition `rep`: the mean of its runs before and after the
+        others where it was bracketed, else its one run."""
+        runs = [self.by.get((level, base), {}).get(rep), self.after.get((level, base), {}).get(rep)]
+        values = [v for v in (_get(r, path) for r in runs if r) if v is not None]
+        return sum(values) / len(values) if values else None
+
     def ratio(self, level: str, server: str, path: str, base: str = "floor") -> float | None:
         """Median over repetitions of (server / base) within each repetition."""
-        ratios: list[float | None] = []
-        for rep, result in self.runs(level, server).items():
-            floor = self.runs(level, base).get(rep)
-            mine = _get(result, path)
-            theirs = _get(floor, path) if floor else None
-            ratios.append(mine / theirs if mine is not None and theirs else None)
-        return _median(ratios)
+        return _median(list(self.ratios(level, server, path, base)))
 
     def total(self, level: str, server: str, key: str) -> int:
         return sum(r.get(key, 0) for r in self.runs(level, server).values())
@@ -185,6 +201,18 @@ def markdown(document: dict[str, Any]) -> str:
         cells = [_fmt(res.ratio(lvl, server, "cpu_us_per_token", base), 2) for lvl in res.levels]
         lines += [f"| {server} | " + " | ".join(cells) + " |"]
     lines += [""]
+    # The spread says how far the medians can be trusted: on a shared host one
+    # repetition can run 20-40% slower for every server alike, and a ratio less so.
+    lines += ["Each repetition's ratio (CPU per token, to the floor of the same repetition):", ""]
+    lines += ["| server | " + " | ".join(res.levels) + " |"]
+    lines += ["| --- |" + " ---: |" * len(res.levels)]
+    for server in others:
+        cells = [
+            ", ".join(_fmt(r, 2) for r in res.ratios(lvl, server, "cpu_us_per_token", base)) or "-"
+            for lvl in res.levels
+        ]
+        lines += [f"| {server} | " + " | ".join(cells) + " |"]
+    lines += [""]
 
     paced = [lvl for lvl in res.levels if document["levels"][lvl]["delay_ms"] > 0]
     if paced:
@@ -222,8 +250,8 @@ def markdown(document: dict[str, Any]) -> str:
             "",
             "| server | CPU us/token | x floor | tokens/s | x floor | TTFT overhead p50 / p99 ms "
             "| gap p50 / p99 / max ms | KB/stream | ok / failures / unfinished | client CPU "
-            "| CPU wait srv / cli |",
-            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |",
+            "| CPU wait srv / cli | steal |",
+            "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: |",
         ]
         for server in res.servers:
             if (level, server) not in res.by:
@@ -250,7 +278,8 @@ def markdown(document: dict[str, Any]) -> str:
                 f"{res.total(level, server, 'unfinished')} "
                 f"| {client:.0%} "
                 f"| {_pct(res.median(level, server, 'server_runqueue_wait'))} / "
-                f"{_pct(res.median(level, server, 'client_runqueue_wait'))} |"
+                f"{_pct(res.median(level, server, 'client_runqueue_wait'))} "
+                f"| {_pct(res.median(level, server, 'steal'))} |"
             )
         lines += [""]
         between = [

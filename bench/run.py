@@ -237,23 +237,34 @@ def run_all(
     logs: Path,
     progress: Callable[[str], None],
     only: dict[str, list[str]] | None = None,
+    bracket: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every (rep, level, server), servers rotated per repetition.
 
-    `only` limits some servers to some levels (server -> levels).
+    `only` limits some servers to some levels (server -> levels). With `bracket` (the
+    server every ratio is taken to), that server runs first and again last at each level
+    of each repetition, the second run marked `"bracket": "after"`: a ratio is then taken
+    to the mean of the two, which cancels drift of the machine's speed over the level's
+    runs (on a shared host a whole stretch of runs can be 20-40% slower for all).
     """
     results: list[dict[str, Any]] = []
     logs.mkdir(parents=True, exist_ok=True)
+    others = [name for name in servers if name != bracket]
+    if bracket not in servers or not others:
+        others = servers  # nothing to bracket
     for rep in range(reps):
-        order = servers[rep % len(servers) :] + servers[: rep % len(servers)]
+        order = others[rep % len(others) :] + others[: rep % len(others)]
+        if others is not servers:
+            order = [bracket, *order, bracket]
         for level in levels:
-            for name in order:
+            for i, name in enumerate(order):
                 if only and name in only and level not in only[name]:
                     continue
                 started = time.monotonic()
                 result = run_one(name, level, cap_s=cap_s, pin=pin, logs=logs)
                 took = time.monotonic() - started
-                results.append({"rep": rep, "level": level, "server": name, **result})
+                mark = {"bracket": "after"} if name == bracket and i > 0 else {}
+                results.append({"rep": rep, "level": level, "server": name, **mark, **result})
                 progress(
                     f"rep {rep + 1}/{reps} {level:>5} {name:<15} {took:5.1f}s "
                     f"cpu/token {result['cpu_us_per_token']} us, "

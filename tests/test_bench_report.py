@@ -1,0 +1,124 @@
+"""The benchmark's own arithmetic: the CPU clock it reads, and ratios to a bracketing floor."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from bench import report
+from bench._proc import cpu_seconds
+from bench.run import run_all
+
+
+def _result(server: str, rep: int, cpu: float, **extra: Any) -> dict[str, Any]:
+    return {
+        "level": "50",
+        "server": server,
+        "rep": rep,
+        "cpu_us_per_token": cpu,
+        "ok": 1,
+        "failures": {},
+        "unfinished": 0,
+        **extra,
+    }
+
+
+def test_cpu_seconds_reads_another_process_to_well_under_a_clock_tick() -> None:
+    """The CPU time of a busy child grows by what it spent, not in 10 ms ticks."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import sys\nwhile sys.stdin.read(1): sum(range(200_000))"],
+        stdin=subprocess.PIPE,
+    )
+    assert child.stdin is not None
+    try:
+        before = cpu_seconds(child.pid)
+        readings = []
+        for _ in range(5):
+            child.stdin.write(b"x")
+            child.stdin.flush()
+            time.sleep(0.05)
+            readings.append(cpu_seconds(child.pid))
+        steps = [b - a for a, b in zip([before, *readings], readings, strict=False)]
+        assert all(step > 0 for step in steps)
+        # Ticks would show most steps as 0 or a multiple of 10 ms.
+        assert any(abs(step * 100 - round(step * 100)) > 0.01 for step in steps)
+    finally:
+        child.stdin.close()
+        child.wait(timeout=10)
+
+
+def test_cpu_seconds_counts_every_thread() -> None:
+    """Time spent in a second thread counts, as in /proc/<pid>/stat."""
+    code = (
+        "import threading\n"
+        "t = threading.Thread(target=lambda: sum(range(3_000_000)))\n"
+        "t.start(); t.join()\n"
+        "import time; print(time.process_time(), flush=True); time.sleep(5)\n"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout is not None
+    try:
+        own = float(child.stdout.readline())
+        assert cpu_seconds(child.pid) == pytest.approx(own, abs=0.005)
+    finally:
+        child.kill()
+        child.wait(timeout=10)
+        child.stdout.close()
+
+
+def test_a_ratio_is_taken_to_the_mean_of_the_bracketing_floor_runs() -> None:
+    """With the floor run before and after, each repetition's ratio uses both runs."""
+    document = {
+        "results": [
+            _result("floor", 0, 50.0),
+            _result("gateway", 0, 66.0),
+            _result("floor", 0, 70.0, bracket="after"),
+            _result("floor", 1, 60.0),
+            _result("gateway", 1, 63.0),
+        ]
+    }
+    res = report.Results(document)
+    assert res.ratios("50", "gateway", "cpu_us_per_token") == [66.0 / 60.0, 63.0 / 60.0]
+    assert res.ratio("50", "gateway", "cpu_us_per_token") == pytest.approx(1.075)
+    # The floor's own rows (its median, its counts) are its first runs.
+    assert res.median("50", "floor", "cpu_us_per_token") == 55.0
+    assert res.total("50", "floor", "ok") == 2
+
+
+def test_run_all_brackets_each_level_with_the_floor(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Per repetition and level: the floor, the others rotated, the floor again."""
+    calls: list[tuple[str, str]] = []
+
+    def run_one(name: str, level: str, **_: Any) -> dict[str, Any]:
+        calls.append((level, name))
+        return {
+            "cpu_us_per_token": 1.0,
+            "tokens_per_s": 1.0,
+            "ok": 1,
+            "streams": 1,
+            "failures": {},
+            "unfinished": 0,
+            "client_cpu_util": 0.0,
+        }
+
+    monkeypatch.setattr("bench.run.run_one", run_one)
+    results = run_all(
+        ["floor", "gateway", "gateway+sep"],
+        ["50", "200"],
+        reps=2,
+        cap_s=1.0,
+        pin=False,
+        logs=tmp_path,
+        progress=lambda line: None,
+        bracket="floor",
+    )
+    assert calls[:4] == [("50", n) for n in ("floor", "gateway", "gateway+sep", "floor")]
+    assert calls[8:12] == [("50", n) for n in ("floor", "gateway+sep", "gateway", "floor")]
+    marks = [(r["rep"], r["level"], r["server"], r.get("bracket")) for r in results]
+    assert marks[3] == (0, "50", "floor", "after") and marks[0][3] is None
