@@ -30,6 +30,11 @@ def main() -> int:
     )
     parser.add_argument("--no-pin", action="store_true", help="do not pin server/client to cores")
     parser.add_argument(
+        "--side-by-side",
+        action="store_true",
+        help="run each server at the same time as a floor of its own (ratios less noisy)",
+    )
+    parser.add_argument(
         "--no-bracket",
         action="store_true",
         help="run the floor once per level and repetition, not before and after the others",
@@ -61,6 +66,7 @@ def main() -> int:
         progress=lambda line: print(line, file=sys.stderr, flush=True),
         only=None if args.all_pairs else DEFAULT_ONLY,
         bracket=None if args.no_bracket else "floor",
+        side_by_side="floor" if args.side_by_side else None,
     )
     document = {
         "command": " ".join(["python -m bench", *sys.argv[1:]]),

@@ -50,6 +50,9 @@ class Job:
     warmup: int = 10  # short streams before the idle RSS is read
     path: str = "/v1/stream"
     checkpoints: list[int] = field(default_factory=list)  # token counts to read server CPU at
+    # Wall-clock time (time.time()) to open the streams at, after the warm-up: two load
+    # generators run side by side start together (`run.run_pair`). None: at once.
+    start_at: float | None = None
 
 
 class Run:
@@ -252,6 +255,8 @@ def _ms(value: float | None) -> float | None:
 async def measure(job: Job) -> dict[str, Any]:
     await _warm_up(job)
     await asyncio.sleep(0.3)
+    if job.start_at is not None:
+        await asyncio.sleep(max(0.0, job.start_at - time.time()))
     idle_rss = rss_bytes(job.pid)
     run = Run(job)
     samples: list[tuple[int, int]] = []

@@ -135,7 +135,10 @@ class Results:
         ratios: list[float] = []
         for rep, result in sorted(self.runs(level, server).items()):
             mine = _get(result, path)
-            theirs = self.base_value(level, base, rep, path)
+            if "pair" in result:  # measured side by side with the base (`run.run_pair`)
+                theirs = _get(result["pair"], path)
+            else:
+                theirs = self.base_value(level, base, rep, path)
             if mine is not None and theirs:
                 ratios.append(mine / theirs)
         return ratios

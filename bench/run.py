@@ -49,6 +49,9 @@ class Level:
 
 SERVERS: dict[str, Server] = {
     "floor": Server("bench.floor"),
+    # The floor again under another name: measured against the floor, it shows how far
+    # the method itself moves a ratio (an A/A check), which should be 1.00.
+    "floor/again": Server("bench.floor"),
     "gateway": Server("bench.gateway", {"GEMINI_SSE_SEPARATORS": "false"}),
     "gateway+sep": Server("bench.gateway", {"GEMINI_SSE_SEPARATORS": "true"}),
     # It cannot finish 1,000 streams of 100 chunks in under ~60 s (its threadpool tops out
@@ -147,6 +150,69 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
+def _start_server(
+    name: str, level: Level, port: int, logs: Path, cpu: int | None
+) -> tuple[subprocess.Popen[bytes], Path]:
+    server = SERVERS[name]
+    logs.mkdir(parents=True, exist_ok=True)
+    log = logs / f"{name.replace('/', '_')}-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", server.module, "--port", str(port)]
+            + ["--loop", server.loop, "--http", server.http, *server.args],
+            cwd=ROOT,
+            env=_server_env(server, level),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            preexec_fn=_pinned(cpu),
+        )
+    return proc, log
+
+
+def _start_loadgen(
+    name: str,
+    level: Level,
+    port: int,
+    pid: int,
+    cap_s: float,
+    cpu: int | None,
+    start_at: float | None = None,
+) -> subprocess.Popen[bytes]:
+    server = SERVERS[name]
+    job = {
+        "port": port,
+        "pid": pid,
+        "streams": level.streams,
+        "chunks": level.chunks,
+        "first_delay_ms": level.first_delay_ms,
+        "delay_ms": level.delay_ms,
+        "cap_s": server.cap_s if server.cap_s is not None else cap_s,
+        "checkpoints": list(level.checkpoints),
+        "start_at": start_at,
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "bench.loadgen", json.dumps(job)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=_pinned(cpu),
+    )
+
+
+def _result(
+    name: str, port: int, server: subprocess.Popen[bytes], loadgen: subprocess.Popen[bytes]
+) -> dict[str, Any]:
+    """The load generator's result, once it is done, with what the server says after."""
+    out, err = loadgen.communicate(timeout=(SERVERS[name].cap_s or 60.0) + 180)
+    if loadgen.returncode != 0:
+        raise RuntimeError(f"load generator failed:\n{err.decode()[-3000:]}")
+    result: dict[str, Any] = json.loads(out)
+    if name.startswith("gateway"):
+        result["metrics_endpoint"] = _probe(port, "/metrics")
+    result["server_exit"] = server.poll()
+    return result
+
+
 def run_one(
     name: str,
     level_name: str,
@@ -160,58 +226,74 @@ def run_one(
 
     With `profile`, py-spy samples the server during the load (collapsed stacks there).
     """
-    server, level = SERVERS[name], LEVELS[level_name]
-    cap_s = server.cap_s if server.cap_s is not None else cap_s
+    level = LEVELS[level_name]
     port = _free_port()
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = (cpus[0], cpus[1]) if pin and len(cpus) >= 2 else (None, None)
-    logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{name.replace('/', '_')}-{level_name}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", server.module, "--port", str(port)]
-            + ["--loop", server.loop, "--http", server.http, *server.args],
-            cwd=ROOT,
-            env=_server_env(server, level),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=_pinned(server_cpu),
-        )
+    proc, log = _start_server(name, level, port, logs, server_cpu)
     spy: subprocess.Popen[bytes] | None = None
     try:
         _wait_healthy(port, proc, log)
         if profile is not None:
             spy = _start_profiler(proc.pid, profile)
-        job = {
-            "port": port,
-            "pid": proc.pid,
-            "streams": level.streams,
-            "chunks": level.chunks,
-            "first_delay_ms": level.first_delay_ms,
-            "delay_ms": level.delay_ms,
-            "cap_s": cap_s,
-            "checkpoints": list(level.checkpoints),
-        }
-        loadgen = subprocess.run(
-            [sys.executable, "-m", "bench.loadgen", json.dumps(job)],
-            cwd=ROOT,
-            capture_output=True,
-            timeout=cap_s + 120,
-            preexec_fn=_pinned(client_cpu),
-            check=False,
-        )
-        if loadgen.returncode != 0:
-            raise RuntimeError(f"load generator failed:\n{loadgen.stderr.decode()[-3000:]}")
-        result: dict[str, Any] = json.loads(loadgen.stdout)
-        if name.startswith("gateway"):
-            result["metrics_endpoint"] = _probe(port, "/metrics")
-        result["server_exit"] = proc.poll()
-        return result
+        loadgen = _start_loadgen(name, level, port, proc.pid, cap_s, client_cpu)
+        try:
+            return _result(name, port, proc, loadgen)
+        finally:
+            if loadgen.poll() is None:
+                loadgen.kill()
+                loadgen.wait()
     finally:
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(timeout=30)
         _stop(proc)
+
+
+def run_pair(
+    names: tuple[str, str], level_name: str, *, cap_s: float, pin: bool, logs: Path
+) -> list[dict[str, Any]]:
+    """Two fresh servers under the same load at the same time, each with a load
+    generator of its own: both are measured through the same stretch of the machine's
+    speed, which on a shared host moves by 20-40% from one run to the next. They compete
+    for the cores, so what this gives is their ratio, not their figures alone.
+
+    With `pin`, each core holds one server and the other's load generator (the first
+    server on the first core): the same share for both, and which core each gets
+    follows the order of `names`, which the caller alternates. Unpinned, the scheduler
+    places them, and a lightly loaded server tends to stay on the core it woke on.
+    """
+    level = LEVELS[level_name]
+    ports = [_free_port() for _ in names]
+    while ports[1] == ports[0]:
+        ports[1] = _free_port()
+    cpus = sorted(os.sched_getaffinity(0))
+    cores: list[int | None] = [cpus[0], cpus[1]] if pin and len(cpus) >= 2 else [None, None]
+    servers = [
+        _start_server(n, level, p, logs, core)
+        for n, p, core in zip(names, ports, cores, strict=True)
+    ]
+    loadgens: list[subprocess.Popen[bytes]] = []
+    try:
+        for (proc, log), port in zip(servers, ports, strict=True):
+            _wait_healthy(port, proc, log)
+        # Both open their streams at once, after their warm-ups (a second or so).
+        start_at = time.time() + 3.0
+        loadgens = [
+            _start_loadgen(n, level, p, proc.pid, cap_s, core, start_at)
+            for n, p, (proc, _), core in zip(names, ports, servers, cores[::-1], strict=True)
+        ]
+        return [
+            _result(n, p, proc, lg)
+            for n, p, (proc, _), lg in zip(names, ports, servers, loadgens, strict=True)
+        ]
+    finally:
+        for loadgen in loadgens:
+            if loadgen.poll() is None:
+                loadgen.kill()
+                loadgen.wait()
+        for proc, _ in servers:
+            _stop(proc)
 
 
 def _start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
@@ -238,6 +320,7 @@ def run_all(
     progress: Callable[[str], None],
     only: dict[str, list[str]] | None = None,
     bracket: str | None = None,
+    side_by_side: str | None = None,
 ) -> list[dict[str, Any]]:
     """Every (rep, level, server), servers rotated per repetition.
 
@@ -246,9 +329,22 @@ def run_all(
     of each repetition, the second run marked `"bracket": "after"`: a ratio is then taken
     to the mean of the two, which cancels drift of the machine's speed over the level's
     runs (on a shared host a whole stretch of runs can be 20-40% slower for all).
+    With `side_by_side` (that server's name), each other server runs at the same time as
+    a run of its own of that one (`run_pair`), which is kept with it as `"pair"`.
     """
     results: list[dict[str, Any]] = []
     logs.mkdir(parents=True, exist_ok=True)
+    if side_by_side is not None:
+        return _run_side_by_side(
+            servers,
+            levels,
+            side_by_side,
+            reps=reps,
+            cap_s=cap_s,
+            pin=pin,
+            logs=logs,
+            progress=progress,
+        )
     others = [name for name in servers if name != bracket]
     if bracket not in servers or not others:
         others = servers  # nothing to bracket
@@ -271,6 +367,43 @@ def run_all(
                     f"{result['tokens_per_s']} tok/s, ok {result['ok']}/{result['streams']}, "
                     f"failures {result['failures'] or 0}, unfinished {result['unfinished']}, "
                     f"client cpu {result['client_cpu_util']}"
+                )
+    return results
+
+
+def _run_side_by_side(
+    servers: list[str],
+    levels: list[str],
+    base: str,
+    *,
+    reps: int,
+    cap_s: float,
+    pin: bool,
+    logs: Path,
+    progress: Callable[[str], None],
+) -> list[dict[str, Any]]:
+    results: list[dict[str, Any]] = []
+    others = [name for name in servers if name != base]
+    for rep in range(reps):
+        order = others[rep % len(others) :] + others[: rep % len(others)]
+        for level in levels:
+            for name in order:
+                # Which of the two starts first alternates, lest it favour one.
+                pair = (name, base) if rep % 2 else (base, name)
+                started = time.monotonic()
+                by_name = dict(
+                    zip(pair, run_pair(pair, level, cap_s=cap_s, pin=pin, logs=logs), strict=True)
+                )
+                took = time.monotonic() - started
+                mine, theirs = by_name[name], by_name[base]
+                results.append({"rep": rep, "level": level, "server": name, **mine, "pair": theirs})
+                if name == order[0]:  # the base's own row: its run beside the first server
+                    results.append({"rep": rep, "level": level, "server": base, **theirs})
+                progress(
+                    f"rep {rep + 1}/{reps} {level:>5} {name:<15} beside {base} {took:5.1f}s "
+                    f"cpu/token {mine['cpu_us_per_token']} us / {theirs['cpu_us_per_token']} us, "
+                    f"ok {mine['ok']}/{mine['streams']} and {theirs['ok']}/{theirs['streams']}, "
+                    f"failures {mine['failures'] or 0} / {theirs['failures'] or 0}"
                 )
     return results
 

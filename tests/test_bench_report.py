@@ -122,3 +122,17 @@ def test_run_all_brackets_each_level_with_the_floor(
     assert calls[8:12] == [("50", n) for n in ("floor", "gateway+sep", "gateway", "floor")]
     marks = [(r["rep"], r["level"], r["server"], r.get("bracket")) for r in results]
     assert marks[3] == (0, "50", "floor", "after") and marks[0][3] is None
+
+
+def test_a_ratio_measured_side_by_side_is_taken_to_its_own_pair() -> None:
+    """A server run beside a floor of its own is compared with that floor only."""
+    document = {
+        "results": [
+            _result("gateway", 0, 66.0, pair=_result("floor", 0, 60.0)),
+            _result("floor", 0, 60.0),
+            _result("gateway+sep", 0, 90.0, pair=_result("floor", 0, 75.0)),
+        ]
+    }
+    res = report.Results(document)
+    assert res.ratios("50", "gateway", "cpu_us_per_token") == [66.0 / 60.0]
+    assert res.ratios("50", "gateway+sep", "cpu_us_per_token") == [90.0 / 75.0]
