@@ -14,6 +14,7 @@ import os
 import platform
 import subprocess
 from collections import defaultdict
+from collections.abc import Sequence
 from statistics import median
 from typing import Any
 
@@ -93,7 +94,7 @@ def _get(result: dict[str, Any], path: str) -> float | None:
     return value if isinstance(value, int | float) else None
 
 
-def _median(values: list[float | None]) -> float | None:
+def _median(values: Sequence[float | None]) -> float | None:
     present = [v for v in values if v is not None]
     return median(present) if present else None
 
@@ -152,7 +153,7 @@ class Results:
 
     def ratio(self, level: str, server: str, path: str, base: str = "floor") -> float | None:
         """Median over repetitions of (server / base) within each repetition."""
-        return _median(list(self.ratios(level, server, path, base)))
+        return _median(self.ratios(level, server, path, base))
 
     def total(self, level: str, server: str, key: str) -> int:
         return sum(r.get(key, 0) for r in self.runs(level, server).values())

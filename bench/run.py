@@ -150,18 +150,24 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(timeout=10)
 
 
+def _cap(name: str, cap_s: float) -> float:
+    """How long `name`'s streams may run before they are cut: its own limit, or `cap_s`."""
+    own = SERVERS[name].cap_s
+    return own if own is not None else cap_s
+
+
 def _start_server(
-    name: str, level: Level, port: int, logs: Path, cpu: int | None
+    name: str, level_name: str, port: int, logs: Path, cpu: int | None
 ) -> tuple[subprocess.Popen[bytes], Path]:
     server = SERVERS[name]
     logs.mkdir(parents=True, exist_ok=True)
-    log = logs / f"{name.replace('/', '_')}-{port}.log"
+    log = logs / f"{name.replace('/', '_')}-{level_name}-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", server.module, "--port", str(port)]
             + ["--loop", server.loop, "--http", server.http, *server.args],
             cwd=ROOT,
-            env=_server_env(server, level),
+            env=_server_env(server, LEVELS[level_name]),
             stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=_pinned(cpu),
@@ -178,7 +184,6 @@ def _start_loadgen(
     cpu: int | None,
     start_at: float | None = None,
 ) -> subprocess.Popen[bytes]:
-    server = SERVERS[name]
     job = {
         "port": port,
         "pid": pid,
@@ -186,7 +191,7 @@ def _start_loadgen(
         "chunks": level.chunks,
         "first_delay_ms": level.first_delay_ms,
         "delay_ms": level.delay_ms,
-        "cap_s": server.cap_s if server.cap_s is not None else cap_s,
+        "cap_s": _cap(name, cap_s),
         "checkpoints": list(level.checkpoints),
         "start_at": start_at,
     }
@@ -200,10 +205,14 @@ def _start_loadgen(
 
 
 def _result(
-    name: str, port: int, server: subprocess.Popen[bytes], loadgen: subprocess.Popen[bytes]
+    name: str,
+    port: int,
+    cap_s: float,
+    server: subprocess.Popen[bytes],
+    loadgen: subprocess.Popen[bytes],
 ) -> dict[str, Any]:
     """The load generator's result, once it is done, with what the server says after."""
-    out, err = loadgen.communicate(timeout=(SERVERS[name].cap_s or 60.0) + 180)
+    out, err = loadgen.communicate(timeout=_cap(name, cap_s) + 120)
     if loadgen.returncode != 0:
         raise RuntimeError(f"load generator failed:\n{err.decode()[-3000:]}")
     result: dict[str, Any] = json.loads(out)
@@ -230,7 +239,7 @@ def run_one(
     port = _free_port()
     cpus = sorted(os.sched_getaffinity(0))
     server_cpu, client_cpu = (cpus[0], cpus[1]) if pin and len(cpus) >= 2 else (None, None)
-    proc, log = _start_server(name, level, port, logs, server_cpu)
+    proc, log = _start_server(name, level_name, port, logs, server_cpu)
     spy: subprocess.Popen[bytes] | None = None
     try:
         _wait_healthy(port, proc, log)
@@ -238,7 +247,7 @@ def run_one(
             spy = _start_profiler(proc.pid, profile)
         loadgen = _start_loadgen(name, level, port, proc.pid, cap_s, client_cpu)
         try:
-            return _result(name, port, proc, loadgen)
+            return _result(name, port, cap_s, proc, loadgen)
         finally:
             if loadgen.poll() is None:
                 loadgen.kill()
@@ -270,7 +279,7 @@ def run_pair(
     cpus = sorted(os.sched_getaffinity(0))
     cores: list[int | None] = [cpus[0], cpus[1]] if pin and len(cpus) >= 2 else [None, None]
     servers = [
-        _start_server(n, level, p, logs, core)
+        _start_server(n, level_name, p, logs, core)
         for n, p, core in zip(names, ports, cores, strict=True)
     ]
     loadgens: list[subprocess.Popen[bytes]] = []
@@ -284,7 +293,7 @@ def run_pair(
             for n, p, (proc, _), core in zip(names, ports, servers, cores[::-1], strict=True)
         ]
         return [
-            _result(n, p, proc, lg)
+            _result(n, p, cap_s, proc, lg)
             for n, p, (proc, _), lg in zip(names, ports, servers, loadgens, strict=True)
         ]
     finally:
@@ -344,13 +353,13 @@ def run_all(
             pin=pin,
             logs=logs,
             progress=progress,
+            only=only,
         )
-    others = [name for name in servers if name != bracket]
-    if bracket not in servers or not others:
-        others = servers  # nothing to bracket
+    bracketing = bracket in servers and len(servers) > 1
+    others = [name for name in servers if name != bracket] if bracketing else servers
     for rep in range(reps):
-        order = others[rep % len(others) :] + others[: rep % len(others)]
-        if others is not servers:
+        order = _rotated(others, rep)
+        if bracketing:
             order = [bracket, *order, bracket]
         for level in levels:
             for i, name in enumerate(order):
@@ -381,13 +390,16 @@ def _run_side_by_side(
     pin: bool,
     logs: Path,
     progress: Callable[[str], None],
+    only: dict[str, list[str]] | None,
 ) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     others = [name for name in servers if name != base]
     for rep in range(reps):
-        order = others[rep % len(others) :] + others[: rep % len(others)]
         for level in levels:
-            for name in order:
+            base_kept = False
+            for name in _rotated(others, rep):
+                if only and name in only and level not in only[name]:
+                    continue
                 # Which of the two starts first alternates, lest it favour one.
                 pair = (name, base) if rep % 2 else (base, name)
                 started = time.monotonic()
@@ -397,8 +409,9 @@ def _run_side_by_side(
                 took = time.monotonic() - started
                 mine, theirs = by_name[name], by_name[base]
                 results.append({"rep": rep, "level": level, "server": name, **mine, "pair": theirs})
-                if name == order[0]:  # the base's own row: its run beside the first server
+                if not base_kept:  # the base's own row: its run beside the first server
                     results.append({"rep": rep, "level": level, "server": base, **theirs})
+                    base_kept = True
                 progress(
                     f"rep {rep + 1}/{reps} {level:>5} {name:<15} beside {base} {took:5.1f}s "
                     f"cpu/token {mine['cpu_us_per_token']} us / {theirs['cpu_us_per_token']} us, "
@@ -406,6 +419,14 @@ def _run_side_by_side(
                     f"failures {mine['failures'] or 0} / {theirs['failures'] or 0}"
                 )
     return results
+
+
+def _rotated(names: list[str], rep: int) -> list[str]:
+    """`names` rotated by `rep`, so that no server always runs first."""
+    if not names:
+        return names
+    k = rep % len(names)
+    return names[k:] + names[:k]
 
 
 def level_table() -> dict[str, dict[str, Any]]:

@@ -136,3 +136,39 @@ def test_a_ratio_measured_side_by_side_is_taken_to_its_own_pair() -> None:
     res = report.Results(document)
     assert res.ratios("50", "gateway", "cpu_us_per_token") == [66.0 / 60.0]
     assert res.ratios("50", "gateway+sep", "cpu_us_per_token") == [90.0 / 75.0]
+
+
+def test_side_by_side_alternates_the_pair_and_keeps_to_only(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Each server beside the floor, who starts first alternating by repetition; a
+    server limited to some levels runs only there; the floor's own row once a level."""
+    pairs: list[tuple[str, tuple[str, str]]] = []
+
+    def run_pair(names: tuple[str, str], level: str, **_: Any) -> list[dict[str, Any]]:
+        pairs.append((level, names))
+        return [{"cpu_us_per_token": 1.0, "ok": 1, "streams": 1, "failures": {}} for _ in names]
+
+    monkeypatch.setattr("bench.run.run_pair", run_pair)
+    results = run_all(
+        ["floor", "gateway", "gateway+sep"],
+        ["50", "1000"],
+        reps=2,
+        cap_s=1.0,
+        pin=True,
+        logs=tmp_path,
+        progress=lambda line: None,
+        only={"gateway+sep": ["50"]},
+        side_by_side="floor",
+    )
+    assert pairs == [
+        ("50", ("floor", "gateway")),
+        ("50", ("floor", "gateway+sep")),
+        ("1000", ("floor", "gateway")),
+        ("50", ("gateway+sep", "floor")),
+        ("50", ("gateway", "floor")),
+        ("1000", ("gateway", "floor")),
+    ]
+    rows = [(r["rep"], r["level"], r["server"], "pair" in r) for r in results]
+    assert rows.count((0, "1000", "floor", False)) == 1
+    assert (1, "1000", "gateway+sep", True) not in rows
