@@ -7,6 +7,7 @@ import contextlib
 import gc
 import resource
 import signal
+import socket
 import threading
 from collections.abc import AsyncIterator, Callable
 from types import FrameType
@@ -74,11 +75,36 @@ def serve(settings: Settings) -> None:
         config = _config("gemini_sse.server.serve:worker_app", settings)
         config.factory = True
         config.workers = settings.workers
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
+        Multiprocess(config, sockets=[listening_socket(config, settings)]).run()
         return
-    server = uvicorn.Server(_config(_serving_app(settings), settings))
+    config = _config(_serving_app(settings), settings)
+    sock = listening_socket(config, settings)
+    server = uvicorn.Server(config)
     prepare_process()
-    server.run()
+    server.run(sockets=[sock])
+
+
+def listening_socket(config: uvicorn.Config, settings: Settings) -> socket.socket:
+    """The bound socket to serve on; on Linux, every connection accepted from it is
+    closed by the kernel once its peer has taken nothing for `send_timeout_s`.
+
+    The gateway ends the response of a client that stops reading after the send timeout
+    (`sse.EventStream`), but not the connection: asyncio's transport, told to close,
+    first waits to flush what it holds, and the kernel keeps retrying. A peer that never
+    reads again, or one whose network went away without a word, would keep its socket,
+    a file descriptor and the few hundred kilobytes queued for it: until it reads or
+    closes, or about 15 minutes of retransmissions for a peer that is gone.
+    TCP_USER_TIMEOUT, inherited by accepted connections, bounds how long sent data may
+    stay unacknowledged or the peer's receive window stay shut. A vanished client's
+    generation then also stops within that time (its disconnect is seen), instead of
+    running to its end unread.
+    """
+    sock = config.bind_socket()
+    option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
+    if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        milliseconds = max(1, round(settings.send_timeout_s * 1000))
+        sock.setsockopt(socket.IPPROTO_TCP, option, milliseconds)
+    return sock
 
 
 def worker_app() -> FastAPI:
