@@ -14,6 +14,19 @@ from bench._proc import cpu_seconds
 from bench.run import run_all
 
 
+def _run_all(levels: list[str], logs: Path, **options: Any) -> list[dict[str, Any]]:
+    """`run_all` of the floor, gateway and gateway+sep, two repetitions, quietly."""
+    return run_all(
+        ["floor", "gateway", "gateway+sep"],
+        levels,
+        reps=2,
+        cap_s=1.0,
+        logs=logs,
+        progress=lambda line: None,
+        **options,
+    )
+
+
 def _result(server: str, rep: int, cpu: float, **extra: Any) -> dict[str, Any]:
     return {
         "level": "50",
@@ -108,16 +121,7 @@ def test_run_all_brackets_each_level_with_the_floor(
         }
 
     monkeypatch.setattr("bench.run.run_one", run_one)
-    results = run_all(
-        ["floor", "gateway", "gateway+sep"],
-        ["50", "200"],
-        reps=2,
-        cap_s=1.0,
-        pin=False,
-        logs=tmp_path,
-        progress=lambda line: None,
-        bracket="floor",
-    )
+    results = _run_all(["50", "200"], tmp_path, pin=False, bracket="floor")
     assert calls[:4] == [("50", n) for n in ("floor", "gateway", "gateway+sep", "floor")]
     assert calls[8:12] == [("50", n) for n in ("floor", "gateway+sep", "gateway", "floor")]
     marks = [(r["rep"], r["level"], r["server"], r.get("bracket")) for r in results]
@@ -150,16 +154,8 @@ def test_side_by_side_alternates_the_pair_and_keeps_to_only(
         return [{"cpu_us_per_token": 1.0, "ok": 1, "streams": 1, "failures": {}} for _ in names]
 
     monkeypatch.setattr("bench.run.run_pair", run_pair)
-    results = run_all(
-        ["floor", "gateway", "gateway+sep"],
-        ["50", "1000"],
-        reps=2,
-        cap_s=1.0,
-        pin=True,
-        logs=tmp_path,
-        progress=lambda line: None,
-        only={"gateway+sep": ["50"]},
-        side_by_side="floor",
+    results = _run_all(
+        ["50", "1000"], tmp_path, pin=True, only={"gateway+sep": ["50"]}, side_by_side="floor"
     )
     assert pairs == [
         ("50", ("floor", "gateway")),
