@@ -101,7 +101,7 @@ def listening_socket(config: uvicorn.Config, settings: Settings) -> socket.socke
     """
     sock = config.bind_socket()
     option = getattr(socket, "TCP_USER_TIMEOUT", None)  # Linux only
-    if option is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+    if option is not None:  # a TCP socket: `_config` sets no Unix socket or fd
         milliseconds = max(1, round(settings.send_timeout_s * 1000))
         sock.setsockopt(socket.IPPROTO_TCP, option, milliseconds)
     return sock
