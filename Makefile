@@ -54,8 +54,11 @@ typecheck: install
 
 check: lint typecheck
 
+## Two tests at a time (pytest-xdist): most of the suite waits (for servers, child
+## processes, the simulated model's pace), and a test that fails beside another is a
+## flaky test, fixed at its cause.
 unit: install system-deps js-deps
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --numprocesses 2
 
 test: check unit
 

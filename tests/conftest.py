@@ -13,7 +13,7 @@ from gemini_sse.server.settings import Settings
 from .redis_server import run_redis
 from .servers import RunningServer, run_in_thread
 
-pytest_plugins = ["tests.emulators.fixtures"]
+pytest_plugins = ["tests.emulators.fixtures", "tests.reliability.figures"]
 
 # Variables that would let a developer's shell change what the tests see.
 _FOREIGN = (

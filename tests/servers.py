@@ -12,6 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import uvicorn
@@ -67,11 +68,45 @@ def run_in_thread(app: FastAPI, **config: object) -> Iterator[RunningServer]:
         thread.join(timeout=10)
 
 
+def _port_block() -> range:
+    """The ports `free_port` hands out in this process.
+
+    Below the kernel's ephemeral range (where it picks ports for `bind(0)` and outgoing
+    connections) and one block per pytest-xdist worker: a port found free here cannot be
+    taken, before the test's server binds it, by another worker's server or by a client
+    connection. None if the ephemeral range reaches down to the blocks (`free_port`
+    then asks the kernel).
+    """
+    try:
+        ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral = 32768  # Linux's default
+    worker = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0)
+    start = _FIRST_PORT + worker * _PORTS_PER_WORKER
+    if start + _PORTS_PER_WORKER > ephemeral:
+        return range(0)
+    return range(start, start + _PORTS_PER_WORKER)
+
+
+_FIRST_PORT, _PORTS_PER_WORKER = 20000, 1000
+# Each port is offered once per run (a few hundred are asked for), so one a server has
+# just left, its connections still in TIME_WAIT, is never offered again.
+_ports = iter(_port_block())
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
+    """A port nothing listens on, for a server the test starts (or for a refused connect)."""
+    for port in _ports:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue  # something else on the machine holds it
+            return port
+    with socket.socket() as sock:  # the block is used up (or there is none): the kernel's
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 @contextlib.contextmanager

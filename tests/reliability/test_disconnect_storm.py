@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import httpx
 
 from ..servers import RunningServer
-from .conftest import Figures
+from .figures import Figures
 from .gateway_process import run_gateway, wait_until
 from .raw_http import json_request, parse_response, request_bytes
 

@@ -21,7 +21,7 @@ import pytest
 from gemini_sse import Client, DoneEvent, ErrorEvent, GeminiSSEError, TokenEvent
 from gemini_sse.server.providers.simulated import simulated_answer
 
-from .conftest import Figures
+from .figures import Figures
 from .gateway_process import GatewayProcess, cleared_environment, run_gateway, wait_until
 from .redis_faults import FaultyRedis, run_faulty_redis
 

@@ -20,7 +20,7 @@ import httpx
 from gemini_sse.server.providers.simulated import simulated_answer
 
 from ..sse import aiter_events, text
-from .conftest import Figures
+from .figures import Figures
 from .gateway_process import GatewayProcess, run_gateway, wait_until
 from .measures import percentile, sampling
 from .raw_http import json_request

@@ -17,7 +17,7 @@ from collections import Counter
 import httpx
 
 from ..sse import parse
-from .conftest import Figures
+from .figures import Figures
 from .gateway_process import run_gateway, wait_until
 from .measures import percentile, sampling, slope
 
