@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gzip
 import json
 import time
 from collections.abc import Callable
@@ -112,6 +113,25 @@ def test_options_reach_the_gateway(serve: Callable[..., RunningServer]) -> None:
     assert [e.event for e in events] == ["token", "token", "done"]
 
 
+def test_a_stream_compressed_although_the_client_asked_for_none_is_read_all_the_same() -> None:
+    """A server that gzips the stream anyway (ignoring `identity`) is decoded as usual."""
+    done = b'{"finish_reason":"stop","model":"m","chunks":1,"duration_ms":1}'
+    body = (
+        b'id: 1\nevent: token\ndata: {"text":"hi"}\n\nid: 2\nevent: done\ndata: ' + done + b"\n\n"
+    )
+
+    def gateway(request: httpx.Request) -> httpx.Response:
+        headers = {"content-type": "text/event-stream", "content-encoding": "gzip"}
+        return httpx.Response(200, headers=headers, content=gzip.compress(body))
+
+    http = httpx.Client(transport=httpx.MockTransport(gateway))
+    with Client("http://gateway/", http_client=http) as client:
+        events = list(client.stream("hi"))
+    token, end = events
+    assert isinstance(token, TokenEvent) and token.text == "hi"
+    assert isinstance(end, DoneEvent) and end.chunks == 1
+
+
 def test_request_is_a_json_post_with_the_api_key_as_bearer_token() -> None:
     """The client POSTs the StreamRequest JSON to /v1/stream with `Authorization: Bearer`."""
     seen: list[httpx.Request] = []
@@ -130,6 +150,7 @@ def test_request_is_a_json_post_with_the_api_key_as_bearer_token() -> None:
     assert str(request.url) == "http://gateway/v1/stream"
     assert request.headers["authorization"] == "Bearer s3cret"
     assert request.headers["accept"] == "text/event-stream"
+    assert request.headers["accept-encoding"] == "identity"
     assert json.loads(request.content) == {
         "messages": [{"role": "user", "content": "hi"}],
         "model": "m",

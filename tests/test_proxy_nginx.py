@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 
+from gemini_sse import Client
 from gemini_sse._decoder import SSEDecoder
 
 from .nginx import NginxFactory, changed, nginx_fixture, recommended_site  # noqa: F401
@@ -288,6 +289,22 @@ def test_gzip_with_buffering_holds_back_the_whole_answer_and_its_heartbeats(
     # ... and not one byte of them, nor any token, got through before the model had finished.
     assert all(completed == 1 for completed, _ in arrivals)
     assert body.rstrip().endswith(b"}") and b"event: done" in body
+
+
+def test_the_client_asks_for_no_compression_so_a_gzip_proxy_cannot_hold_its_answer_back(
+    serve: Callable[..., RunningServer], nginx: NginxFactory
+) -> None:
+    """Behind the same gzip-and-buffering nginx, `Client` gets each token as it is written."""
+    running = serve(fake_chunks=4, fake_first_delay_ms=10, fake_delay_ms=300)
+    stats = model_stats(running)
+    site = changed(changed(recommended_site(), GZIP_ON), BUFFERING_WITHOUT_HEADER)
+    proxy = nginx(running.url, site=site)
+    with Client(proxy.url) as client:
+        # How far the model had got when each event arrived.
+        seen = [(event.event, stats.completed) for event in client.stream("hi")]
+    tokens = [completed for name, completed in seen if name == "token"]
+    assert len(tokens) == 4 and tokens[0] == 0  # the first token came while the model wrote
+    assert seen[-1][0] == "done"
 
 
 def test_ignoring_client_aborts_only_delays_the_cancel_to_the_next_write(

@@ -94,6 +94,15 @@ async def _aread_body(response: httpx.Response) -> bytes:
     return bytes(body)
 
 
+_HEADERS = {
+    "Accept": "text/event-stream",
+    # Uncompressed. A proxy that compresses an event stream may hold it back until its
+    # compressor's buffer fills (docs/operations.md, "What breaks": gzip), and a compressed
+    # read inflates in full before `max_event_size` can look at what it holds.
+    "Accept-Encoding": "identity",
+}
+
+
 class _BaseClient:
     def __init__(
         self,
@@ -120,7 +129,7 @@ class _BaseClient:
         )
 
     def _headers(self, **extra: str) -> dict[str, str]:
-        headers = {"Accept": "text/event-stream", **extra}
+        headers = {**_HEADERS, **extra}
         if self.api_key is not None:
             headers["Authorization"] = f"Bearer {self.api_key}"
         return headers
