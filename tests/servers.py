@@ -74,7 +74,7 @@ def _port_block() -> range:
     Below the kernel's ephemeral range (where it picks ports for `bind(0)` and outgoing
     connections) and one block per pytest-xdist worker: a port found free here cannot be
     taken, before the test's server binds it, by another worker's server or by a client
-    connection. None if the ephemeral range reaches down to the blocks (`free_port`
+    connection. Empty if the ephemeral range reaches down to the blocks (`free_port`
     then asks the kernel).
     """
     try:
