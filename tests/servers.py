@@ -68,6 +68,9 @@ def run_in_thread(app: FastAPI, **config: object) -> Iterator[RunningServer]:
         thread.join(timeout=10)
 
 
+_FIRST_PORT, _PORTS_PER_WORKER = 20000, 1000
+
+
 def _port_block() -> range:
     """The ports `free_port` hands out in this process.
 
@@ -88,7 +91,6 @@ def _port_block() -> range:
     return range(start, start + _PORTS_PER_WORKER)
 
 
-_FIRST_PORT, _PORTS_PER_WORKER = 20000, 1000
 # Each port is offered once per run (a few hundred are asked for), so one a server has
 # just left, its connections still in TIME_WAIT, is never offered again.
 _ports = iter(_port_block())

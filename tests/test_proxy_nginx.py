@@ -39,6 +39,11 @@ BUFFERING_WITHOUT_HEADER = {
 GZIP_ON = {"gzip off;": "gzip on;\n        gzip_types text/event-stream;"}
 
 
+def gzip_with_buffering_site() -> str:
+    """The recommended site with gzip on and buffering that ignores the gateway's header."""
+    return changed(changed(recommended_site(), GZIP_ON), BUFFERING_WITHOUT_HEADER)
+
+
 # --- What each streaming route looks like to a client, chunk by chunk ------------------
 
 
@@ -275,7 +280,7 @@ def test_gzip_with_buffering_holds_back_the_whole_answer_and_its_heartbeats(
     """gzip plus buffering without the header: nothing reaches the client until the end."""
     running = serve(heartbeat_s=0.1, fake_chunks=3, fake_first_delay_ms=1000, fake_delay_ms=100)
     stats = model_stats(running)
-    site = changed(changed(recommended_site(), GZIP_ON), BUFFERING_WITHOUT_HEADER)
+    site = gzip_with_buffering_site()
     proxy = nginx(running.url, site=site)
     headers = {"Accept-Encoding": "gzip"}
     with httpx.stream(
@@ -297,7 +302,7 @@ def test_the_client_asks_for_no_compression_so_a_gzip_proxy_cannot_hold_its_answ
     """Behind the same gzip-and-buffering nginx, `Client` gets each token as it is written."""
     running = serve(fake_chunks=4, fake_first_delay_ms=10, fake_delay_ms=300)
     stats = model_stats(running)
-    site = changed(changed(recommended_site(), GZIP_ON), BUFFERING_WITHOUT_HEADER)
+    site = gzip_with_buffering_site()
     proxy = nginx(running.url, site=site)
     with Client(proxy.url) as client:
         # How far the model had got when each event arrived.

@@ -43,9 +43,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
 @pytest.hookimpl(optionalhook=True)  # a pytest-xdist hook: the controller hears a worker end
 def pytest_testnodedown(node: Any, error: object) -> None:
     received = getattr(node, "workeroutput", {}).get(_WORKER_OUTPUT, [])
-    node.config.stash.setdefault(_FIGURES, []).extend(
-        (title, dict(values)) for title, values in received
-    )
+    node.config.stash.setdefault(_FIGURES, []).extend(received)
 
 
 def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
