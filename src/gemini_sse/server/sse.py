@@ -121,7 +121,9 @@ class EventStream(Response):
         self._last_send = 0.0  # loop time of the last send started (heartbeats included)
         self._sending_since: float | None = None  # the body's send in progress began then
         self._ping_due: asyncio.Future[None] | None = None  # set by `tick` for a heartbeat
-        self._ended = False  # the body is done, one way or another
+        # Where the body's task is: "body" (sending frames), "closing" (the body's
+        # cleanup), "ending" (sending the response's end) or "over".
+        self._phase = "body"
         # Why the body was stopped: "disconnected", "dropped" (the client stopped reading)
         # or "cut" (after the drain grace); None while it runs or if it ended by itself.
         self._stopped: str | None = None
@@ -150,7 +152,7 @@ class EventStream(Response):
     def shutdown(self) -> None:
         """The server is exiting: cut the body if it has not ended after the grace."""
         self._shutting_down = True
-        if self._task is None or self._ended or self._cut_timer is not None:
+        if self._task is None or self._phase == "over" or self._cut_timer is not None:
             return  # not started yet: `_respond` arms the cut when it starts
         loop = asyncio.get_running_loop()
         self._cut_timer = loop.call_later(self.shutdown_grace, self._stop, "cut")
@@ -168,7 +170,7 @@ class EventStream(Response):
         # the cache with a thousand streams open (about 5 us per token, measured: docs/
         # benchmarks.md, "Optimisations made", 9). Meanwhile the request's task listens
         # for the disconnect and sends the heartbeats.
-        self._task = sender = loop.create_task(self._send_body(send_frame))
+        self._task = sender = loop.create_task(self._send_body(send_frame, send))
         self._ticker.add(self)
         if self._shutting_down:
             self.shutdown()
@@ -180,14 +182,14 @@ class EventStream(Response):
                 self._cut_timer.cancel()
             if not sender.done():  # stopped just now, or the server cancelled this task
                 self._stop("cut")  # (a no-op once stopped for another reason)
-            try:
-                await asyncio.wait((sender,))
-            finally:
-                if sender.done() and not sender.cancelled():
-                    sender.exception()  # retrieved: the request's own error goes first
+                try:
+                    await asyncio.wait((sender,))
+                finally:
+                    if sender.done() and not sender.cancelled():
+                        sender.exception()  # retrieved: the request's own error goes first
         sender.result()  # the body's own failure, if any, is the response's
         self._body_over()
-        if self._stopped not in ("disconnected", "dropped"):
+        if self._stopped == "cut":  # the body's task ends the response unless it was cut
             end = {"type": "http.response.body", "body": b"", "more_body": False}
             try:
                 await asyncio.wait_for(send(end), self.send_timeout)
@@ -202,36 +204,55 @@ class EventStream(Response):
         if on_end is not None:
             on_end()
 
-    async def _send_body(self, send: Send) -> None:
-        """Send every frame of the body (in a task of its own: `_respond`); `send` is
-        the server's own when the app's middleware leaves bodies alone (`SERVER_SEND`):
-        one call per frame instead of one per layer."""
+    async def _send_body(self, send: Send, send_end: Send) -> None:
+        """Send every frame of the body through `send`, then the response's end through
+        `send_end` (in a task of its own: `_respond`). `send` is the server's own when the
+        app's middleware leaves bodies alone (`SERVER_SEND`): one call per frame instead
+        of one per layer; `send_end` is the app's, so that its middleware sees the end.
+
+        The end goes out from here, not from the request's task: that task would take
+        two more turns of the loop (and a task for `wait_for`) to send it, each resuming
+        the dozen frames of its stack. A stuck end is dropped by `tick` like any send.
+        """
         loop = asyncio.get_running_loop()
         task = asyncio.current_task()
         assert task is not None
         body, encode = self.body_iterator, self.encode
         try:
-            async for item in body:
-                frame = item if encode is None else encode(item)
-                if not frame:
-                    continue
-                # `tick` drops the response if this send is still on after the timeout.
+            try:
+                async for item in body:
+                    frame = item if encode is None else encode(item)
+                    if not frame:
+                        continue
+                    # `tick` drops the response if this send is still on after the timeout.
+                    self._sending_since = self._last_send = loop.time()
+                    try:
+                        message = {"type": "http.response.body", "body": frame, "more_body": True}
+                        await send(message)
+                    except OSError:  # how ASGI 2.4 servers tell of a client that has gone
+                        self._stopped = "disconnected"
+                        break
+                    self._sending_since = None
+            finally:
+                self._phase = "closing"
+                aclose = getattr(body, "aclose", None)
+                if aclose is not None:
+                    await aclose()  # the body's cleanup (its model call) runs now
+            if self._stopped is None:
+                self._body_over()
+                self._phase = "ending"
                 self._sending_since = self._last_send = loop.time()
                 try:
-                    await send({"type": "http.response.body", "body": frame, "more_body": True})
-                except OSError:  # how ASGI 2.4 servers tell of a client that has gone
+                    await send_end({"type": "http.response.body", "body": b"", "more_body": False})
+                except OSError:
                     self._stopped = "disconnected"
-                    break
-                self._sending_since = None
         except asyncio.CancelledError:
             # Ours (`_stop`) ends the body quietly; anyone else's goes on.
             if self._stopped is None or task.uncancel() > 0:
                 raise
         finally:
-            self._ended = True
-            aclose = getattr(body, "aclose", None)
-            if aclose is not None:
-                await aclose()  # the body's cleanup (its model call) runs now
+            self._sending_since = None
+            self._phase = "over"
 
     def _start(self) -> Message:
         return {
@@ -293,8 +314,10 @@ class EventStream(Response):
 
     def _stop(self, why: str) -> None:
         """Stop the body for `why`: "disconnected", "dropped" or "cut"."""
-        if self._ended or self._task is None or self._stopped is not None:
-            return
+        if self._task is None or self._stopped is not None or self._phase in ("closing", "over"):
+            return  # (not while the body cleans up: its model call is being closed)
+        if self._phase == "ending" and why == "cut":
+            why = "dropped"  # the end was on its way but stuck: nothing is left to send
         self._stopped = why
         self._task.cancel()
 
