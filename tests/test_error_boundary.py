@@ -6,6 +6,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import jsonschema
 import pytest
 
 from gemini_sse.server.app import create_app
@@ -86,6 +87,73 @@ async def test_blank_messages_are_refused_as_the_schema_says(
     schema = (await client.get("/openapi.json")).json()["components"]["schemas"]
     text = schema["StreamRequest"]["properties"]["message"]["anyOf"][0]
     assert text["minLength"] == 1 and text["pattern"] == "[^ \t\n\r]"
+
+
+CALL = {"call_id": "c1", "name": "get_weather", "arguments": "{}"}
+OPENAI_CALL = {
+    "id": "c1",
+    "type": "function",
+    "function": {"name": "get_weather", "arguments": "{}"},
+}
+
+
+def _valid(document: dict[str, Any], component: str, instance: dict[str, Any]) -> bool:
+    """Whether `instance` is valid against one schema of the OpenAPI document."""
+    schema = {"$ref": f"#/components/schemas/{component}", "components": document["components"]}
+    return jsonschema.Draft202012Validator(schema).is_valid(instance)
+
+
+async def test_only_a_tool_result_may_be_empty_and_the_schemas_say_so(
+    client: httpx.AsyncClient,
+) -> None:
+    """A tool may return nothing (OpenAI takes an empty result too): its empty turn is
+    served on every route, a blank turn from anyone else is still refused, and both
+    message schemas say exactly that."""
+    ours = [{"role": "user", "content": "Weather?"}, {"role": "assistant", "tool_calls": [CALL]}]
+    answered = await client.post(
+        "/v1/stream",
+        json={"messages": [*ours, {"role": "tool", "tool_call_id": "c1", "content": ""}]},
+    )
+    assert answered.status_code == 200, answered.text
+    assert "event: done" in answered.text
+    blank = await client.post("/v1/stream", json={"messages": [{"role": "user", "content": " "}]})
+    assert blank.status_code == 422
+    assert "messages.0.content" in blank.json()["error"]["message"]
+
+    theirs = [
+        {"role": "user", "content": "Weather?"},
+        {"role": "assistant", "tool_calls": [OPENAI_CALL]},
+    ]
+    body = {
+        "model": "gemini-2.5-pro",
+        "messages": [*theirs, {"role": "tool", "tool_call_id": "c1", "content": ""}],
+    }
+    completed = await client.post("/v1/chat/completions", json=body)
+    assert completed.status_code == 200, completed.text
+    assert completed.json()["choices"][0]["message"]["content"]
+    body["messages"] = [{"role": "user", "content": ""}]
+    refused = await client.post("/v1/chat/completions", json=body)
+    assert refused.status_code == 400
+    assert refused.json()["error"]["param"] == "messages[0].content"
+
+    items = [
+        {"role": "user", "content": "Weather?"},
+        {"type": "function_call", **CALL},
+        {"type": "function_call_output", "call_id": "c1", "output": ""},
+    ]
+    response = await client.post("/v1/responses", json={"model": "gemini-2.5-pro", "input": items})
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "completed"
+
+    document = (await client.get("/openapi.json")).json()
+    for component, result in (
+        ("ChatMessage", {"role": "tool", "tool_call_id": "c1", "content": ""}),
+        ("Message", {"role": "tool", "tool_call_id": "c1", "content": ""}),
+    ):
+        assert _valid(document, component, result)
+        assert _valid(document, component, {"role": "user", "content": "hi"})
+        assert not _valid(document, component, {"role": "user", "content": " \n"})
+        assert not _valid(document, component, {"role": "system", "content": ""})
 
 
 async def test_the_openapi_document_carries_the_settings_limits(

@@ -228,15 +228,22 @@ def test_function_call_comes_as_a_delta_then_the_whole_call(
     assert seen.tool_config is None
 
 
+@pytest.mark.parametrize("content", ['{"temp_c": 21}', ""], ids=["json", "empty"])
 def test_the_call_and_its_result_go_back_as_function_call_and_response(
-    upstream: Upstream, gateway: RunningServer
+    upstream: Upstream, gateway: RunningServer, content: str
 ) -> None:
-    """A `tool_call` sent back with its result: functionCall + signature, functionResponse."""
+    """A `tool_call` sent back with its result: functionCall + signature, functionResponse
+    (a tool that returned nothing too: each integration wraps text that is not JSON in a
+    field of its own)."""
+    if content:
+        response: dict[str, Any] = json.loads(content)
+    else:
+        response = {"output" if upstream.name == "genai" else "content": ""}
     upstream.emulator.reset(Script(scenario="tool_call", times=1))
     first = post(gateway, {"messages": [QUESTION], "tools": [WEATHER]})
     call = next(e.data for e in first if e.event == "tool_call")
     assistant = {"role": "assistant", "tool_calls": [{k: call[k] for k in CALL_FIELDS}]}
-    result = {"role": "tool", "tool_call_id": call["call_id"], "content": '{"temp_c": 21}'}
+    result = {"role": "tool", "tool_call_id": call["call_id"], "content": content}
     events = post(gateway, {"messages": [QUESTION, assistant, result], "tools": [WEATHER]})
     assert names(events) == ["token", "separator"] * len(ANSWER) + ["done"]
     assert events[-1].data["finish_reason"] == "stop"
@@ -252,7 +259,7 @@ def test_the_call_and_its_result_go_back_as_function_call_and_response(
                 }
             ],
         ),
-        ("user", [{"functionResponse": {"name": TOOL_CALL["name"], "response": {"temp_c": 21}}}]),
+        ("user", [{"functionResponse": {"name": TOOL_CALL["name"], "response": response}}]),
     ]
 
 

@@ -11,7 +11,15 @@ import json
 from enum import StrEnum
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 
 class ErrorCode(StrEnum):
@@ -301,12 +309,22 @@ def _not_blank(text: str) -> str:
 #: The JSON schema pattern of `Content`: a character that is not JSON whitespace.
 NOT_BLANK = f"[^{_BLANK}]"
 
-#: A message's text: valid Unicode, with something in it besides whitespace.
+#: Text with something in it besides whitespace: a user's `message`, and every turn's
+#: text but a tool's (`ChatMessage`).
 Content = Annotated[
     Text,
     AfterValidator(_not_blank),
     Field(json_schema_extra={"minLength": 1, "pattern": NOT_BLANK}),
 ]
+
+
+def _blank_only_from_tools(schema: dict[str, Any]) -> None:
+    """`ChatMessage`'s schema: `content` as text is not blank, unless the turn is a tool's."""
+    text = {"type": "string", "minLength": 1, "pattern": NOT_BLANK}
+    schema["anyOf"] = [
+        {"properties": {"role": {"const": "tool"}}},
+        {"properties": {"content": {"anyOf": [text, {"type": "array"}, {"type": "null"}]}}},
+    ]
 
 
 class TextPart(_Input):
@@ -362,10 +380,21 @@ class ChatMessage(_Input):
     one call (`tool_call_id`).
     """
 
+    model_config = ConfigDict(json_schema_extra=_blank_only_from_tools)
+
     role: Literal["system", "user", "assistant", "tool"]
-    content: Content | list[Part] | None = None
+    content: Text | list[Part] | None = None
     tool_calls: list[ToolCall] | None = Field(default=None, min_length=1, max_length=128)
     tool_call_id: str | None = Field(default=None, min_length=1, max_length=256)
+
+    @field_validator("content")
+    @classmethod
+    def _said_something(cls, content: object, info: ValidationInfo) -> object:
+        # A tool may have nothing to return (OpenAI takes an empty result too); every
+        # other turn must say something besides whitespace.
+        if isinstance(content, str) and info.data.get("role") != "tool":
+            _not_blank(content)
+        return content
 
     @model_validator(mode="after")
     def _fits_role(self) -> ChatMessage:

@@ -166,7 +166,7 @@ class Gateway:
             raise _too_large(f"At most {s.max_messages} messages are accepted.")
         total = 0
         for turn in turns:
-            # Blank messages were refused when the body was read (`_models.Content`).
+            # Blank turns were refused when the body was read (`_models.ChatMessage`).
             size = len(turn.text) + sum(len(c.arguments) for c in turn.tool_calls or ())
             if size > s.max_message_chars:
                 raise _too_large(f"A message may have at most {s.max_message_chars} characters.")

@@ -108,11 +108,17 @@ def _describe_openai_requests(schemas: dict[str, Any], settings: Settings) -> No
         )
     message_props["content"] = {
         "anyOf": [
-            {**text, "maxLength": settings.max_message_chars},
+            {"type": "string", "maxLength": settings.max_message_chars},
             {"type": "array", "minItems": 1, "items": {"anyOf": parts}},
             {"type": "null"},
         ]
     }
+    # Text is not blank, but a tool's result may be (as `_models.ChatMessage` says).
+    said = {"anyOf": [text, {"type": "array"}, {"type": "null"}]}
+    message["anyOf"] = [
+        {"properties": {"role": {"const": "tool"}}},
+        {"properties": {"content": said}},
+    ]
     schemas.pop("ContentPart", None)
     # Only functions: other tool types parse, to be refused by name.
     for name, required in (
