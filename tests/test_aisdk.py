@@ -804,8 +804,8 @@ def test_stop_on_another_replica_reaches_the_producer(
     serve: Callable[..., RunningServer], redis_url: str
 ) -> None:
     """A stop sent to any replica cancels the model call where the answer runs."""
-    first = serve(redis_url=redis_url, stream_lease_s=0.3, **PACED)
-    second = serve(redis_url=redis_url, stream_lease_s=0.3, **PACED)
+    first = serve(redis_url=redis_url, **PACED)
+    second = serve(redis_url=redis_url, **PACED)
     stats = first.gateway.provider.stats  # type: ignore[attr-defined]
     with httpx.stream("POST", f"{first.url}/api/chat", json=body("chat-stop2")) as response:
         seen = []

@@ -343,8 +343,8 @@ def test_background_responses_move_between_replicas_through_redis(
     serve: Callable[..., RunningServer], redis_url: str
 ) -> None:
     """Started on one replica, resumed and cancelled on another: the producer stops."""
-    a = serve(redis_url=redis_url, stream_lease_s=0.6)
-    b = serve(redis_url=redis_url, stream_lease_s=0.6)
+    a = serve(redis_url=redis_url)
+    b = serve(redis_url=redis_url)
     with (
         openai.OpenAI(base_url=f"{a.url}/v1", api_key="unused", max_retries=0) as on_a,
         openai.OpenAI(base_url=f"{b.url}/v1", api_key="unused", max_retries=0) as on_b,

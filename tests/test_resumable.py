@@ -12,9 +12,12 @@ from typing import Any
 import httpx
 import pytest
 
+from gemini_sse._models import ErrorCode, ErrorInfo
 from gemini_sse.server.providers.simulated import expected_answer
+from gemini_sse.server.store import StreamInfo
 from gemini_sse.server.store.memory import MemoryStore
 from gemini_sse.server.store.redis import RedisStore
+from gemini_sse.server.streams import _keep_lease
 
 from .conftest import make_settings
 from .servers import RunningServer, run_process, wait_for
@@ -272,9 +275,11 @@ def test_a_stream_started_on_one_replica_continues_on_another(redis_url: str) ->
     assert status["status"] == "done"
 
 
-def test_cancel_on_another_replica_stops_the_producer(redis_url: str) -> None:
-    """DELETE on replica B reaches the producer on replica A through Redis."""
-    env = _replica_env(redis_url, GEMINI_SSE_FAKE_CHUNKS="200")
+def test_cancel_on_another_replica_stops_the_producer_at_once(redis_url: str) -> None:
+    """DELETE on replica B reaches the producer on replica A through Redis, published: A
+    stops without waiting for its next look at the flag (every 40 s with this lease, and
+    the answer takes 20 s)."""
+    env = _replica_env(redis_url, GEMINI_SSE_FAKE_CHUNKS="200", GEMINI_SSE_STREAM_LEASE_S="120")
     with run_process(env) as (a, _), run_process(env) as (b, _):
         created = create(a)
         read(b, created["events_url"], stop_after=2)
@@ -282,6 +287,61 @@ def test_cancel_on_another_replica_stops_the_producer(redis_url: str) -> None:
         events = read(b, created["events_url"])
     assert events[-1].data["code"] == "cancelled"
     assert len(events) < 100
+
+
+def test_a_cancel_request_that_was_not_heard_is_found_by_the_lease_keeper() -> None:
+    """A producer that missed the published request (its replica was reconnecting to
+    Redis) stops at its lease keeper's next look at the flag."""
+
+    class Producer:
+        """The part of a `Generation` the lease keeper uses."""
+
+        def __init__(self) -> None:
+            self.interrupted: list[str] = []
+            self.stopped = asyncio.Event()
+
+        def interrupt(self, info: ErrorInfo) -> None:
+            self.interrupted.append(info.code)
+            self.stopped.set()
+
+    async def main() -> list[str]:
+        store = MemoryStore(ttl_s=60)  # its `cancellations` never tells of one
+        now = time.time()
+        await store.create(StreamInfo("s1", "m", None, created_at=now, expires_at=now + 60))
+        producer = Producer()
+        keeper = asyncio.create_task(_keep_lease(store, "s1", producer, 0.03))  # type: ignore[arg-type]
+        assert await store.request_cancel("s1")
+        await asyncio.wait_for(producer.stopped.wait(), 5)
+        keeper.cancel()
+        return producer.interrupted
+
+    assert asyncio.run(main())[0] == ErrorCode.CANCELLED
+
+
+def test_the_redis_store_tells_of_cancel_requests_made_through_another_client(
+    redis_url: str,
+) -> None:
+    """`cancellations()` yields the id of each stream whose cancel any replica requests."""
+
+    async def main() -> str:
+        listening = RedisStore(redis_url, ttl_s=60, lease_s=5, retry_ms=0)
+        asking = RedisStore(redis_url, ttl_s=60, lease_s=5, retry_ms=0)
+        now = time.time()
+        await asking.create(StreamInfo("heard", "m", None, created_at=now, expires_at=now + 60))
+        heard = listening.cancellations()
+        try:
+            first = asyncio.ensure_future(anext(heard))
+            await asyncio.sleep(0.3)  # subscribed by then, and nothing yet
+            assert not first.done()
+            assert await asking.request_cancel("heard")
+            assert not await asking.request_cancel("never-was")  # unknown: not published
+            return await asyncio.wait_for(first, 5)
+        finally:
+            await heard.aclose()
+            await listening.aclose()
+            await asking.aclose()
+
+    assert asyncio.run(main()) == "heard"
 
 
 def test_a_killed_producer_is_reported_as_generation_lost(redis_url: str) -> None:

@@ -30,6 +30,7 @@ from .sse import SERVER_SEND, DroppedResponseFilter
 from .store import create_store
 from .store.memory import MemoryStore
 from .streams import router as streams_router
+from .streams import stop_cancelled_producers
 from .telemetry import Telemetry
 from .web import router as web_router
 
@@ -161,6 +162,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         tasks = [asyncio.create_task(_sweep(gateway, settings.stream_ttl_s))]
+        if gateway.store.needs_lease:  # shared by replicas: their cancel requests come here
+            tasks.append(asyncio.create_task(stop_cancelled_producers(gateway)))
         if gateway.limiter.shared:
             tasks.append(asyncio.create_task(gateway.limiter.keep_alive()))
         try:

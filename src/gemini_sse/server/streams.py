@@ -175,7 +175,8 @@ async def _persist(write: Callable[[], Awaitable[T]], settings: Settings) -> T:
 async def _keep_lease(
     store: StreamStore, stream_id: str, generation: Generation, lease_s: float
 ) -> None:
-    """Renew the producer's lease and pick up cancel requests made on other replicas."""
+    """Renew the producer's lease, and pick up cancel requests made on other replicas
+    that `stop_cancelled_producers` missed (made while it was reconnecting)."""
     while True:
         await asyncio.sleep(lease_s / 3)
         try:
@@ -187,6 +188,16 @@ async def _keep_lease(
             # The writes say the same louder (`_persist`); a stack trace per renewal of
             # every stream during an outage would drown the log.
             logger.info("could not renew the lease of stream %s: %s", stream_id, exc)
+
+
+async def stop_cancelled_producers(gateway: Gateway) -> None:
+    """Interrupt this replica's producers as soon as any replica asks one to stop (the
+    store's `cancellations`), instead of at the lease keeper's next look at the flag:
+    a third of the lease later, 1.7 s with the default lease."""
+    async for stream_id in gateway.store.cancellations():
+        generation = gateway.detached.get(stream_id)
+        if generation is not None:
+            generation.interrupt(_cancelled())
 
 
 def _cancelled() -> ErrorInfo:

@@ -83,6 +83,15 @@ class StreamStore(Protocol):
 
     async def cancel_requested(self, stream_id: str) -> bool: ...
 
+    def cancellations(self) -> AsyncIterator[str]:
+        """The ids of streams whose cancel is requested, on any replica, as it happens.
+
+        For a replica to stop its producers at once; best effort: a request made while
+        this is not listening (a reconnect) is missed here, and `cancel_requested`
+        still says it.
+        """
+        ...
+
     async def renew_lease(self, stream_id: str) -> None:
         """The producer is alive; readers wait for it a little longer."""
         ...

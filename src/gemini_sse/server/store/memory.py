@@ -105,6 +105,11 @@ class MemoryStore:
         entry = self._get(stream_id)
         return entry is not None and entry.cancel
 
+    async def cancellations(self) -> AsyncIterator[str]:
+        # None: with one process, the routes interrupt a running producer themselves.
+        return
+        yield
+
     async def renew_lease(self, stream_id: str) -> None:
         return None
 

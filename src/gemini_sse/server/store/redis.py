@@ -8,27 +8,34 @@ Per stream, three keys under `gemini-sse:{id}:`
 - `m`: a hash: model, owner, times, status, usage, cancel flag.
 - `l`: the producer's lease, a key with a short expiry that the producer renews. A reader
   that finds no new event and no lease declares the generation lost.
+A cancel request sets the hash's flag and is published on `gemini-sse:cancel`, so that the
+producing replica, subscribed, stops at once rather than at its next look at the flag.
 Everything expires `ttl` seconds after the stream ends (and at `expires_at` at the latest).
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 import redis.asyncio as redis
-from redis.exceptions import ResponseError
+from redis.exceptions import RedisError, ResponseError
 
 from ..._models import ErrorCode, ErrorEvent, Usage
 from ..encoding import encode_sse
 from . import Frame, Status, StreamInfo, StreamNotFound
+
+logger = logging.getLogger("gemini_sse.store")
 
 _OPEN = "0-1"
 
 _CANCEL_IF_EXISTS = """
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'cancel', '1')
+  redis.call('PUBLISH', ARGV[1], ARGV[2])
   return 1
 end
 return 0
@@ -57,6 +64,7 @@ class RedisStore:
         self.lease_ms = max(1, int(lease_s * 1000))
         self.retry_ms = retry_ms
         self.prefix = prefix
+        self._cancel_channel = f"{prefix}cancel"
 
     def _keys(self, stream_id: str) -> tuple[str, str, str]:
         base = f"{self.prefix}{stream_id}:"
@@ -202,12 +210,29 @@ class RedisStore:
         _, meta, _ = self._keys(stream_id)
         # One step: the hash may expire between a check and a write, and HSET would then
         # leave a hash with no expiry behind.
-        flagged = await self._redis.eval(_CANCEL_IF_EXISTS, 1, meta)
+        flagged = await self._redis.eval(
+            _CANCEL_IF_EXISTS, 1, meta, self._cancel_channel, stream_id
+        )
         return bool(flagged)
 
     async def cancel_requested(self, stream_id: str) -> bool:
         _, meta, _ = self._keys(stream_id)
         return bool(await self._redis.hget(meta, "cancel"))
+
+    async def cancellations(self) -> AsyncIterator[str]:
+        while True:
+            try:
+                async with self._redis.pubsub(ignore_subscribe_messages=True) as pubsub:
+                    await pubsub.subscribe(self._cancel_channel)
+                    while True:
+                        # A bounded wait: a blocking one would end in the client's
+                        # socket timeout whenever nobody cancels for that long.
+                        message = await pubsub.get_message(timeout=1.0)
+                        if message is not None:
+                            yield message["data"].decode()
+            except (RedisError, OSError) as exc:
+                logger.info("listening for cancel requests failed (%s); again in 1 s", exc)
+                await asyncio.sleep(1)
 
     async def renew_lease(self, stream_id: str) -> None:
         _, _, lease = self._keys(stream_id)
