@@ -52,7 +52,9 @@ def _redis() -> Iterator[str]:
 
 
 @contextmanager
-def _gateway(workers: int, redis_url: str, chunks: int) -> Iterator[tuple[int, int]]:
+def _gateway(
+    workers: int, redis_url: str, chunks: int, delay_ms: int = 0
+) -> Iterator[tuple[int, int]]:
     port = _free_port()
     env = {
         **os.environ,
@@ -60,8 +62,8 @@ def _gateway(workers: int, redis_url: str, chunks: int) -> Iterator[tuple[int, i
         "GEMINI_SSE_PORT": str(port),
         "GEMINI_SSE_REDIS_URL": redis_url,
         "GEMINI_SSE_FAKE_CHUNKS": str(chunks),
-        "GEMINI_SSE_FAKE_DELAY_MS": "0",
-        "GEMINI_SSE_FAKE_FIRST_DELAY_MS": "0",
+        "GEMINI_SSE_FAKE_DELAY_MS": str(delay_ms),
+        "GEMINI_SSE_FAKE_FIRST_DELAY_MS": str(delay_ms),
         "GEMINI_SSE_SEPARATORS": "false",
         "GEMINI_SSE_HEARTBEAT_S": "0",
         "GEMINI_SSE_MAX_STREAMS": "10000",
