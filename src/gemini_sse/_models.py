@@ -318,8 +318,9 @@ Content = Annotated[
 ]
 
 
-def _blank_only_from_tools(schema: dict[str, Any]) -> None:
-    """`ChatMessage`'s schema: `content` as text is not blank, unless the turn is a tool's."""
+def allow_blank_tool_results(schema: dict[str, Any]) -> None:
+    """Say in a message's JSON schema that its `content`, as text, is not blank unless the
+    turn is a tool's (`ChatMessage`; the OpenAI-compatible message says the same)."""
     text = {"type": "string", "minLength": 1, "pattern": NOT_BLANK}
     schema["anyOf"] = [
         {"properties": {"role": {"const": "tool"}}},
@@ -380,7 +381,7 @@ class ChatMessage(_Input):
     one call (`tool_call_id`).
     """
 
-    model_config = ConfigDict(json_schema_extra=_blank_only_from_tools)
+    model_config = ConfigDict(json_schema_extra=allow_blank_tool_results)
 
     role: Literal["system", "user", "assistant", "tool"]
     content: Text | list[Part] | None = None

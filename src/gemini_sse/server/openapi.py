@@ -21,7 +21,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
-from .._models import EVENT_TYPES, NOT_BLANK
+from .._models import EVENT_TYPES, NOT_BLANK, allow_blank_tool_results
 from .openai.translate import REFUSED, REFUSED_IN_MESSAGES
 from .settings import Settings
 from .streams import LAST_EVENT_ID_PATTERN
@@ -113,12 +113,7 @@ def _describe_openai_requests(schemas: dict[str, Any], settings: Settings) -> No
             {"type": "null"},
         ]
     }
-    # Text is not blank, but a tool's result may be (as `_models.ChatMessage` says).
-    said = {"anyOf": [text, {"type": "array"}, {"type": "null"}]}
-    message["anyOf"] = [
-        {"properties": {"role": {"const": "tool"}}},
-        {"properties": {"content": said}},
-    ]
+    allow_blank_tool_results(message)
     schemas.pop("ContentPart", None)
     # Only functions: other tool types parse, to be refused by name.
     for name, required in (
