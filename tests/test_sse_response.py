@@ -119,6 +119,25 @@ def test_a_body_still_running_after_the_drain_grace_is_cut_and_completed() -> No
     assert len(responses) == 0
 
 
+def test_a_drain_cut_while_the_end_is_stuck_drops_the_stream_and_sends_no_second_end() -> None:
+    """The body's task sends the end; if that send is stuck when the drain grace runs out,
+    the cut gives it up (the client stopped reading) rather than send the end again."""
+    client = Client(block_on=3)  # the third body is the final, empty one
+
+    async def two_frames() -> AsyncIterator[bytes]:
+        for i in range(2):
+            yield f"data: {i}\n\n".encode()
+
+    response = EventStream(two_frames(), heartbeat=0, shutdown_grace=0.05)
+
+    async def shut_down_once_the_end_is_stuck(client: Client) -> None:
+        await client.wait_for_bodies(3)
+        response.shutdown()
+
+    run(response, client, shut_down_once_the_end_is_stuck)
+    assert client.bodies == [b"data: 0\n\n", b"data: 1\n\n", b""]
+
+
 def test_heartbeats_go_out_only_while_the_stream_is_quiet() -> None:
     """No `: ping` between frames that come faster than the heartbeat; pings once quiet."""
     body, client = Body(30, every=0.01), Client()
