@@ -266,17 +266,26 @@ class EventStream(Response):
         whenever `tick` finds that nothing was sent for `heartbeat` seconds."""
         loop = asyncio.get_running_loop()
         receiving: asyncio.Future[Message] | None = None
+        # One future wakes this task: the body's end, a message from the client, or
+        # `tick` for a heartbeat. (`asyncio.wait` on the three did the same with a waiter,
+        # two coroutines and three callbacks added and removed each time.)
+        wake: asyncio.Future[None] | None = None
+
+        def woken(_: object) -> None:
+            if wake is not None and not wake.done():
+                wake.set_result(None)
+
+        sender.add_done_callback(woken)
         try:
             while not sender.done():
                 if receiving is None:
                     receiving = asyncio.ensure_future(receive())
-                self._ping_due = ping_due = loop.create_future()
-                done, _ = await asyncio.wait(
-                    (receiving, sender, ping_due), return_when=asyncio.FIRST_COMPLETED
-                )
-                if sender in done:
+                    receiving.add_done_callback(woken)
+                self._ping_due = wake = loop.create_future()
+                await wake
+                if sender.done():
                     return
-                if receiving in done:
+                if receiving.done():
                     message, receiving = receiving.result(), None
                     if message["type"] == "http.disconnect":
                         self._stop("disconnected")
@@ -293,7 +302,9 @@ class EventStream(Response):
             self._stop("disconnected")
         finally:
             self._ping_due = None
+            sender.remove_done_callback(woken)
             if receiving is not None:
+                receiving.remove_done_callback(woken)
                 receiving.cancel()
                 if receiving.done() and not receiving.cancelled():
                     receiving.exception()  # retrieved: the body's end came first
