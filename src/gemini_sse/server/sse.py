@@ -227,8 +227,7 @@ class EventStream(Response):
                     # `tick` drops the response if this send is still on after the timeout.
                     self._sending_since = self._last_send = loop.time()
                     try:
-                        message = {"type": "http.response.body", "body": frame, "more_body": True}
-                        await send(message)
+                        await send({"type": "http.response.body", "body": frame, "more_body": True})
                     except OSError:  # how ASGI 2.4 servers tell of a client that has gone
                         self._stopped = "disconnected"
                         break
